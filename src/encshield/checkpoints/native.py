@@ -1,0 +1,160 @@
+"""encshield's own checkpoint format: safetensors + one JSON metadata entry.
+
+Layout of a file:
+
+* tensors ``backbone.<torchvision name>`` (the encoder) and optionally
+  ``surrogate_head.weight`` / ``surrogate_head.bias`` (a linear head that came with the weights,
+  e.g. solo-learn's online classifier);
+* safetensors metadata ``{"encshield": "<json>"}`` with :data:`FORMAT_VERSION`, ``kind``,
+  architecture, width, stem, normalisation (preset name *and* values), input size, SSL method,
+  pre-training data, training-config hash, code version, provenance and ``payload_sha256``: a
+  sha256 over the tensors (names, dtypes, shapes and bytes in sorted-name order) that is
+  verified on every load.
+
+Files are written atomically (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encshield.errors import CheckpointError, ChecksumMismatchError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_KEY",
+    "payload_sha256",
+    "read_native",
+    "sha256_file",
+    "write_native",
+]
+
+#: Version of the metadata schema written by this code.
+FORMAT_VERSION = 1
+#: The safetensors metadata key holding encshield's JSON.
+METADATA_KEY = "encshield"
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {path}") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from None
+    return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over tensor names, dtypes, shapes and bytes, in sorted-name order.
+
+    Independent of the container (safetensors header order, metadata), so it identifies the
+    weights themselves.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        data = _tensor_bytes(tensor)
+        header = json.dumps([name, str(tensor.dtype).replace("torch.", ""), list(tensor.shape)])
+        digest.update(header.encode("utf-8"))
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def write_native(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
+) -> str:
+    """Write ``tensors`` with ``metadata`` (JSON under :data:`METADATA_KEY`) atomically.
+
+    ``payload_sha256`` and ``format_version`` are added to the metadata. Returns the sha256 of the
+    written file.
+    """
+    from safetensors.torch import save_file
+
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses shared or non-contiguous storage: give each tensor its own copy.
+    payload = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    meta = dict(metadata)
+    meta["format_version"] = FORMAT_VERSION
+    meta["payload_sha256"] = payload_sha256(payload)
+    try:
+        text = json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint metadata for {dst} is not JSON-serialisable: {error}"
+        ) from None
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file(payload, str(tmp), metadata={METADATA_KEY: text})
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return sha256_file(dst)
+
+
+def read_native(
+    path: str | os.PathLike[str], *, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Read a safetensors file: ``(tensors, encshield metadata or None)``.
+
+    Args:
+        path: the file.
+        verify: check ``payload_sha256`` when the file has encshield metadata.
+
+    Raises:
+        ChecksumMismatchError: the tensors do not match the recorded payload sha256.
+        CheckpointError: unreadable/corrupt file or invalid metadata (names the file).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as handle:
+            raw_meta = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {p}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"cannot read safetensors file {p} (truncated or corrupt?): {error}"
+        ) from None
+    text = raw_meta.get(METADATA_KEY)
+    if text is None:
+        return tensors, None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{p}: invalid encshield metadata JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{p}: encshield metadata must be a JSON object")
+    if verify:
+        expected = meta.get("payload_sha256")
+        if not isinstance(expected, str):
+            raise CheckpointError(f"{p}: encshield metadata lacks payload_sha256")
+        actual = payload_sha256(tensors)
+        if actual != expected:
+            raise ChecksumMismatchError(
+                f"tensor payload of {p} does not match its recorded sha256 (recorded {expected}, "
+                f"computed {actual}): the file was modified or corrupted after it was written"
+            )
+    return tensors, meta

@@ -1,0 +1,207 @@
+"""MNIST and Fashion-MNIST: IDX files, gzip-compressed or not.
+
+``train-images-idx3-ubyte[.gz]`` / ``t10k-images-idx3-ubyte[.gz]``: magic 0x00000803, then
+N, rows, cols (big-endian uint32) and N*rows*cols uint8 pixels. ``*-labels-idx1-ubyte[.gz]``:
+magic 0x00000801, N, then N uint8 labels. Grey images are replicated to 3 channels.
+Both datasets use the same file names: they are told apart by the folder (``mnist/`` vs
+``fashion_mnist/``) or archive name they are in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.files import Container, FileEntry, read_entries, read_head
+from encshield.data.imaging import Size, grey_to_rgb
+from encshield.errors import DatasetCorruptError
+
+_NAME_RE = re.compile(
+    r"^(?P<split>train|t10k)-(?P<kind>images|labels)[-.]idx(?P<dims>[13])-ubyte(?P<gz>\.gz)?$",
+    re.IGNORECASE,
+)
+_SPLIT = {"train": "train", "t10k": "test"}
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+
+
+class _Idx(DatasetFormat):
+    classes: tuple[str, ...] = ()
+
+    def _groups(self, container: Container) -> dict[tuple[str, str], dict[str, FileEntry]]:
+        key = "idx"
+        cached = container.memo.get(key)
+        if cached is None:
+            cached = {}
+            for entry in container.entries or []:
+                m = _NAME_RE.match(entry.name)
+                if not m or (m["kind"] == "images") != (m["dims"] == "3"):
+                    continue
+                split = _SPLIT[m["split"].lower()]
+                slot = cached.setdefault((entry.parent, split), {})
+                kind = m["kind"].lower()
+                # prefer the uncompressed file when both exist
+                if kind not in slot or slot[kind].name.endswith(".gz"):
+                    slot[kind] = entry
+            container.memo[key] = cached
+        return cached  # type: ignore[return-value]
+
+    def find(self, containers: Sequence[Container]) -> Layout | None:
+        layout = Layout(kind="idx")
+        half: dict[str, str] = {}
+        for split in self.splits or ():
+            for container in containers:
+                groups = self._groups(container)
+                folders = sorted(
+                    (f for f, s in groups if s == split), key=lambda f: (f.count("/"), f)
+                )
+                for folder in folders:
+                    slot = groups[(folder, split)]
+                    if "images" in slot and "labels" in slot:
+                        layout.splits[split] = SplitFiles([slot["images"], slot["labels"]])
+                        break
+                    if split not in half:
+                        have, lack = (("images", "labels") if "images" in slot else ("labels", "images"))
+                        prefix = "train" if split == "train" else "t10k"
+                        dims = 3 if lack == "images" else 1
+                        half[split] = (
+                            f"{prefix}-{lack}-idx{dims}-ubyte[.gz] not found (the {split} {have} "
+                            f"are at {slot[have].display})"
+                        )
+                if split in layout.splits:
+                    break
+            else:
+                layout.missing[split] = half.get(split, f"no {split} IDX files found")
+        if layout.splits:
+            return layout
+        return Layout(kind="idx", missing=half) if half else None
+
+    def _corrupt(self, entry: FileEntry, detail: str) -> DatasetCorruptError:
+        sha = self.expected_checksum(entry.name)
+        hint = f" (expected {sha})" if sha else ""
+        return DatasetCorruptError(
+            f"{entry.display} is not a valid IDX file ({detail}); it is truncated or damaged: "
+            f"delete it and download it again{hint}: encshield data download {self.name}"
+        )
+
+    def _header(self, entry: FileEntry, head: bytes, magic: int) -> tuple[int, ...]:
+        ndim = 3 if magic == IMAGES_MAGIC else 1
+        need = 4 + 4 * ndim
+        if len(head) < need:
+            raise self._corrupt(entry, f"only {len(head)} bytes, the header needs {need}")
+        found = int.from_bytes(head[:4], "big")
+        if found != magic:
+            raise self._corrupt(entry, f"magic number 0x{found:08x}, expected 0x{magic:08x}")
+        return tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+    def _decompress(self, entry: FileEntry, data: bytes) -> bytes:
+        if data[:2] != b"\x1f\x8b":
+            return data
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise self._corrupt(entry, f"bad gzip data: {type(error).__name__}: {error}") from None
+
+    def count(self, layout: Layout, split: str) -> int | None:
+        files = layout.splits[split]
+        if files.count is None:
+            images, labels = files.entries
+            n, rows, cols = self._header(images, read_head(images, 16), IMAGES_MAGIC)
+            (n_labels,) = self._header(labels, read_head(labels, 8), LABELS_MAGIC)
+            if n != n_labels:
+                raise self._corrupt(
+                    labels, f"{n_labels} labels for {n} images in {images.display} (count mismatch)"
+                )
+            files.count = n
+            layout.shared["image_size"] = (3, rows, cols)
+        return files.count
+
+    def class_names(self, layout: Layout) -> tuple[str, ...]:
+        return self.classes
+
+    def image_size(self, layout: Layout) -> tuple[int, int, int]:
+        if "image_size" not in layout.shared:
+            self.count(layout, next(iter(layout.splits)))
+        return layout.shared["image_size"]  # type: ignore[no-any-return]
+
+    def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
+        images_entry, labels_entry = layout.splits[split].entries
+        blobs: dict[FileEntry, bytes] = {}
+        read_entries([images_entry, labels_entry], lambda e, d: blobs.__setitem__(e, d))
+        raw_images = self._decompress(images_entry, blobs[images_entry])
+        raw_labels = self._decompress(labels_entry, blobs[labels_entry])
+        n, rows, cols = self._header(images_entry, raw_images[:16], IMAGES_MAGIC)
+        (n_labels,) = self._header(labels_entry, raw_labels[:8], LABELS_MAGIC)
+        if len(raw_images) != 16 + n * rows * cols:
+            raise self._corrupt(
+                images_entry,
+                f"{len(raw_images) - 16} pixel bytes, the header announces {n}x{rows}x{cols}",
+            )
+        if len(raw_labels) != 8 + n_labels:
+            raise self._corrupt(
+                labels_entry, f"{len(raw_labels) - 8} label bytes, the header announces {n_labels}"
+            )
+        if n != n_labels:
+            raise self._corrupt(
+                labels_entry,
+                f"{n_labels} labels for {n} images in {images_entry.display} "
+                "(image/label count mismatch)",
+            )
+        grey = np.frombuffer(raw_images, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+        labels = np.frombuffer(raw_labels, dtype=np.uint8, offset=8).astype(np.int64)
+        if labels.size and labels.max() >= len(self.classes):
+            raise self._corrupt(labels_entry, f"label {labels.max()} outside 0..{len(self.classes) - 1}")
+        return Decoded(grey_to_rgb(grey), labels, self.classes, True)
+
+
+_MNIST_BASE = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+class Mnist(_Idx):
+    name = "mnist"
+    title = "MNIST"
+    description = "28x28 grey handwritten digits: 60,000 train, 10,000 test"
+    homepage = "https://yann.lecun.com/exdb/mnist/"
+    folder_names = ("mnist",)
+    archive_pattern = r"(?<!fashion)(?<!fashion[-_])mnist"
+    classes = tuple(str(d) for d in range(10))
+    resources = (
+        Resource(_MNIST_BASE + "train-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
+                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        Resource(_MNIST_BASE + "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        Resource(_MNIST_BASE + "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        Resource(_MNIST_BASE + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    )
+
+
+class FashionMnist(_Idx):
+    name = "fashion_mnist"
+    title = "Fashion-MNIST"
+    description = "28x28 grey Zalando article images, 10 classes: 60,000 train, 10,000 test"
+    homepage = "https://github.com/zalandoresearch/fashion-mnist"
+    aliases = ("fashion-mnist", "fashionmnist")
+    folder_names = ("fashion_mnist", "fashion-mnist", "fashionmnist")
+    archive_pattern = r"fashion[-_]?mnist"
+    classes = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )
+    resources = (
+        Resource(_FASHION_BASE + "train-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
+                 "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        Resource(_FASHION_BASE + "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        Resource(_FASHION_BASE + "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        Resource(_FASHION_BASE + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    )

@@ -1,0 +1,112 @@
+"""SVHN cropped digits: ``{train,test,extra}_32x32.mat`` (MATLAB v5, read with scipy).
+
+``X`` is (32, 32, 3, N) uint8, ``y`` is (N, 1) with 10 meaning the digit 0.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.files import Container, FileEntry, read_one
+from encshield.data.imaging import Size
+from encshield.errors import DatasetCorruptError
+
+SVHN_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
+_BASE = "http://ufldl.stanford.edu/housenumbers/"
+
+
+def _mat_source(entry: FileEntry) -> Any:
+    path = entry.fs_path
+    return str(path) if path is not None else io.BytesIO(read_one(entry, verify=True))
+
+
+class Svhn(DatasetFormat):
+    name = "svhn"
+    title = "SVHN"
+    description = "Street View House Numbers, cropped 32x32 digits: 73,257 train, 26,032 test, 531,131 extra"
+    homepage = "http://ufldl.stanford.edu/housenumbers/"
+    splits = ("train", "test", "extra")
+    folder_names = ("svhn",)
+    archive_pattern = r"svhn|_32x32\.mat$"
+    resources = (
+        Resource(_BASE + "train_32x32.mat", "train_32x32.mat",
+                 "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8", 182040794,
+                 "e26dedcc434d2e4c54c9b2d4a06d8373"),
+        Resource(_BASE + "test_32x32.mat", "test_32x32.mat",
+                 "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b", 64275384,
+                 "eb5a983be6a315427106f1b164d9cef3"),
+        Resource(_BASE + "extra_32x32.mat", "extra_32x32.mat",
+                 "a133a4beb38a00fcdda90c9489e0c04f900b660ce8a316a5e854838379a71eb3", 1329278602),
+    )
+
+    def find(self, containers: Sequence[Container]) -> Layout | None:
+        layout = Layout(kind="svhn-mat")
+        for split in self.splits or ():
+            filename = f"{split}_32x32.mat"
+            for container in containers:
+                matches = [e for e in container.entries or [] if e.name == filename]
+                if matches:
+                    entry = min(matches, key=lambda e: (e.path.count("/"), e.path))
+                    layout.splits[split] = SplitFiles([entry])
+                    break
+            else:
+                layout.missing[split] = f"{filename} not found"
+        return layout if layout.splits else None
+
+    def _corrupt(self, entry: FileEntry, detail: str) -> DatasetCorruptError:
+        sha = self.expected_checksum(entry.name)
+        hint = f" (expected {sha})" if sha else ""
+        return DatasetCorruptError(
+            f"{entry.display} is not a valid SVHN .mat file ({detail}); it is truncated or damaged: "
+            f"delete it and download it again{hint}: encshield data download svhn"
+        )
+
+    def count(self, layout: Layout, split: str) -> int | None:
+        entry = layout.splits[split].entries[0]
+        if layout.splits[split].count is None:
+            import scipy.io
+
+            try:
+                variables = dict((n, s) for n, s, _ in scipy.io.whosmat(_mat_source(entry)))
+            except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
+                raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
+            shape = variables.get("X")
+            if shape is None or len(shape) != 4:
+                raise self._corrupt(entry, f"no 4-d variable X (found {sorted(variables)})")
+            layout.splits[split].count = int(shape[3])
+        return layout.splits[split].count
+
+    def class_names(self, layout: Layout) -> tuple[str, ...]:
+        return SVHN_CLASSES
+
+    def image_size(self, layout: Layout) -> tuple[int, int, int]:
+        return (3, 32, 32)
+
+    def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
+        import scipy.io
+
+        entry = layout.splits[split].entries[0]
+        try:
+            mat = scipy.io.loadmat(_mat_source(entry), variable_names=["X", "y"])
+        except DatasetCorruptError:
+            raise
+        except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
+            raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
+        x, y = mat.get("X"), mat.get("y")
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[2] != 3:
+            raise self._corrupt(entry, f"X must be (H, W, 3, N), got {getattr(x, 'shape', None)}")
+        if not isinstance(y, np.ndarray) or y.size != x.shape[3]:
+            raise self._corrupt(
+                entry, f"{x.shape[3]} images but {getattr(y, 'size', 0)} labels (count mismatch)"
+            )
+        labels = y.reshape(-1).astype(np.int64)
+        labels[labels == 10] = 0
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise self._corrupt(entry, f"labels outside 0..10 ({labels.min()}..{labels.max()})")
+        images = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8, copy=False)
+        return Decoded(images, labels, SVHN_CLASSES, True)

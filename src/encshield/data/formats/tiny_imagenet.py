@@ -1,0 +1,244 @@
+"""Tiny-ImageNet-200 (``tiny-imagenet-200/``).
+
+``train/<wnid>/images/*.JPEG``; ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``
+(tab-separated, column 2 = wnid); ``wnids.txt`` lists the 200 classes and ``words.txt`` names them.
+
+Class order is the *sorted* list of wnids (from ``wnids.txt`` when present, else from the train
+folders, else from the val annotations), so a val-only copy and a full copy give the same label
+indices. Class names are the first synonym of each wnid in ``words.txt`` (the wnid itself when
+``words.txt`` is absent). The unlabelled ``test`` split is not offered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.files import Container, FileEntry, read_entries
+from encshield.data.formats.common import read_images_and_files, sort_entries
+from encshield.data.imaging import Size, is_image_name, stack_images
+from encshield.errors import DatasetCorruptError
+
+_TRAIN_RE = re.compile(r"^(?P<prefix>(?:.*/)?)train/(?P<wnid>[^/]+)/images/(?P<file>[^/]+)$")
+_VAL_RE = re.compile(r"^(?P<prefix>(?:.*/)?)val/images/(?P<file>[^/]+)$")
+_META = ("wnids.txt", "words.txt", "val_annotations.txt")
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin1")
+
+
+class TinyImageNet(DatasetFormat):
+    name = "tiny_imagenet"
+    title = "Tiny-ImageNet-200"
+    description = "64x64 colour images of 200 ImageNet classes: 100,000 train, 10,000 val"
+    homepage = "http://cs231n.stanford.edu/"
+    splits = ("train", "val")
+    aliases = ("tiny-imagenet", "tinyimagenet", "tiny-imagenet-200")
+    folder_names = ("tiny_imagenet", "tiny-imagenet", "tinyimagenet", "tiny-imagenet-200")
+    archive_pattern = r"tiny[-_]?imagenet"
+    resources = (
+        Resource(
+            url="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+            filename="tiny-imagenet-200.zip",
+            sha256="6198c8ae015e2b3e007c7841da39ec069199b9aa3bfa943a462022fe5e43c821",
+            size=248100043,
+            md5="90528d7ca1a48142e341f4ef8d21d0de",
+        ),
+    )
+    known_files = {
+        "tiny-imagenet-200_val.tar.xz": "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14",
+    }
+
+    # -- finding -------------------------------------------------------------------------------
+
+    def _scan(self, container: Container) -> dict[str, dict[str, object]]:
+        """prefix -> {"train": {wnid: [entries]}, "val": [entries], "<meta name>": entry}."""
+        cached = container.memo.get("tiny")
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        found: dict[str, dict[str, object]] = {}
+        for entry in container.entries or []:
+            m = _TRAIN_RE.match(entry.path)
+            if m and is_image_name(entry.name):
+                train = found.setdefault(m["prefix"], {}).setdefault("train", {})
+                train.setdefault(m["wnid"], []).append(entry)  # type: ignore[union-attr]
+                continue
+            m = _VAL_RE.match(entry.path)
+            if m and is_image_name(entry.name):
+                found.setdefault(m["prefix"], {}).setdefault("val", []).append(entry)  # type: ignore[union-attr]
+                continue
+            if entry.name in ("wnids.txt", "words.txt"):
+                prefix = entry.path[: -len(entry.name)]
+                found.setdefault(prefix, {})[entry.name] = entry
+            elif entry.name == "val_annotations.txt" and entry.parent.rsplit("/", 1)[-1] == "val":
+                prefix = entry.path[: -len("val/val_annotations.txt")]
+                found.setdefault(prefix, {})[entry.name] = entry
+        container.memo["tiny"] = found
+        return found
+
+    def find(self, containers: Sequence[Container]) -> Layout | None:
+        layout = Layout(kind="tiny-imagenet")
+        for container in containers:
+            scanned = {p: v for p, v in self._scan(container).items() if "train" in v or "val" in v}
+            if not scanned:
+                continue
+            prefix = min(scanned, key=lambda p: (len(p), p))
+            found = scanned[prefix]
+            meta = {n: found[n] for n in _META if n in found}
+            layout.shared.update(meta)
+            layout.shared["prefix"] = prefix
+            layout.shared["container"] = container
+            if "train" in found:
+                train: dict[str, list[FileEntry]] = found["train"]  # type: ignore[assignment]
+                entries = [e for wnid in sorted(train) for e in sort_entries(train[wnid])]
+                layout.splits["train"] = SplitFiles(
+                    entries, count=len(entries), data={"wnids": sorted(train)}
+                )
+            else:
+                layout.missing["train"] = "no train/<wnid>/images/ found"
+            if "val" in found:
+                images = sort_entries(found["val"])  # type: ignore[arg-type]
+                ann = meta.get("val_annotations.txt")
+                entries = images + ([ann] if ann else [])
+                layout.splits["val"] = SplitFiles(entries, count=len(images), data={"images": images})
+                if ann is None:
+                    layout.notes.append("val/val_annotations.txt (val labels) is missing")
+            else:
+                layout.missing["val"] = "no val/images/ found"
+            break
+        return layout if layout.splits else None
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _read_meta(self, layout: Layout) -> None:
+        """Read wnids.txt, words.txt and val_annotations.txt (small) once; one pass per archive."""
+        if "meta_read" in layout.shared:
+            return
+        wanted = [layout.shared[n] for n in _META if n in layout.shared]
+        blobs: dict[FileEntry, bytes] = {}
+        read_entries(wanted, lambda e, d: blobs.__setitem__(e, d), verify=False)
+        for entry, data in blobs.items():
+            layout.shared[f"text:{entry.name}"] = _text(data)
+        layout.shared["meta_read"] = True
+
+    def _annotations(self, layout: Layout) -> list[tuple[str, str]]:
+        self._read_meta(layout)
+        text = layout.shared.get("text:val_annotations.txt")
+        ann: FileEntry = layout.shared["val_annotations.txt"]  # type: ignore[assignment]
+        rows = []
+        for lineno, line in enumerate((text or "").splitlines(), 1):
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) < 2:
+                raise DatasetCorruptError(
+                    f"{ann.display} line {lineno}: expected tab-separated 'file<TAB>wnid...', got "
+                    f"{line[:60]!r}; the file is damaged: extract/download it again"
+                )
+            rows.append((cols[0].strip(), cols[1].strip()))
+        return rows
+
+    def _wnids(self, layout: Layout) -> list[str]:
+        if "wnids" in layout.shared:
+            return layout.shared["wnids"]  # type: ignore[no-any-return]
+        self._read_meta(layout)
+        listed = layout.shared.get("text:wnids.txt")
+        if listed:
+            wnids = sorted({w.strip() for w in str(listed).split() if w.strip()})
+        elif "train" in layout.splits:
+            wnids = list(layout.splits["train"].data["wnids"])
+        elif "val_annotations.txt" in layout.shared:
+            wnids = sorted({w for _, w in self._annotations(layout)})
+        else:
+            raise DatasetCorruptError(
+                f"Tiny-ImageNet in {layout.shared['container'].describe()}: neither wnids.txt, "  # type: ignore[union-attr]
+                "train folders nor val/val_annotations.txt found, so the classes are unknown"
+            )
+        layout.shared["wnids"] = wnids
+        return wnids
+
+    def class_names(self, layout: Layout) -> tuple[str, ...]:
+        wnids = self._wnids(layout)
+        words_text = layout.shared.get("text:words.txt")
+        if not words_text:
+            return tuple(wnids)
+        words: dict[str, str] = {}
+        for line in str(words_text).splitlines():
+            if "\t" in line:
+                wnid, names = line.split("\t", 1)
+                words[wnid.strip()] = names.strip()
+        first = [words.get(w, w).split(",")[0].strip() or w for w in wnids]
+        if len(set(first)) == len(first):
+            return tuple(first)
+        return tuple(words.get(w, w) for w in wnids)
+
+    def image_size(self, layout: Layout) -> tuple[int, int, int]:
+        return (3, 64, 64)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
+        files = layout.splits[split]
+        images_list: list[FileEntry] = (
+            files.entries if split == "train" else files.data["images"]
+        )
+        ann: FileEntry | None = layout.shared.get("val_annotations.txt")  # type: ignore[assignment]
+        if split == "val" and ann is None:
+            raise DatasetCorruptError(
+                f"Tiny-ImageNet val images in {images_list[0].container.describe()} have no "
+                "val/val_annotations.txt (the labels); extract/download tiny-imagenet-200.zip again"
+            )
+        # one pass: the images and the (small) metadata files together
+        meta = [] if "meta_read" in layout.shared else [layout.shared[n] for n in _META if n in layout.shared]
+        arrays, blobs = read_images_and_files(images_list, meta)  # type: ignore[arg-type]
+        if meta:
+            for entry, data in blobs.items():
+                layout.shared[f"text:{entry.name}"] = _text(data)
+            layout.shared["meta_read"] = True
+        wnids = self._wnids(layout)
+        index = {w: i for i, w in enumerate(wnids)}
+        names = self.class_names(layout)
+        if split == "train":
+            labels = []
+            for entry in images_list:
+                wnid = entry.path.split("/")[-3]
+                if wnid not in index:
+                    raise DatasetCorruptError(
+                        f"{entry.display}: class folder {wnid!r} is not in wnids.txt; the copy is "
+                        "inconsistent: extract/download tiny-imagenet-200.zip again"
+                    )
+                labels.append(index[wnid])
+            images, uniform = stack_images(
+                arrays, size=size, default_size=None, what="Tiny-ImageNet train images"
+            )
+            return Decoded(images, np.asarray(labels, dtype=np.int64), names, uniform)
+        assert ann is not None
+        rows = self._annotations(layout)
+        position = {e.name: i for i, e in enumerate(images_list)}
+        if len(rows) != len(images_list):
+            raise DatasetCorruptError(
+                f"{ann.display} has {len(rows)} rows but val/images holds {len(images_list)} images "
+                "(image/label count mismatch); extract/download tiny-imagenet-200.zip again"
+            )
+        order, labels = [], []
+        for filename, wnid in rows:
+            i = position.get(filename)
+            if i is None:
+                raise DatasetCorruptError(f"{ann.display} lists {filename!r}, which is missing")
+            if wnid not in index:
+                raise DatasetCorruptError(f"{ann.display}: {filename} has unknown class {wnid!r}")
+            order.append(i)
+            labels.append(index[wnid])
+        if len(set(order)) != len(order):
+            raise DatasetCorruptError(f"{ann.display} lists an image twice")
+        images, uniform = stack_images(
+            [arrays[i] for i in order], size=size, default_size=None, what="Tiny-ImageNet val images"
+        )
+        return Decoded(images, np.asarray(labels, dtype=np.int64), names, uniform)

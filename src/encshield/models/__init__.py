@@ -1,0 +1,53 @@
+"""Models: ResNet backbones, the Encoder wrapper, normalisation presets, heads, Classifier.
+
+* :func:`build_backbone` / :data:`ARCHITECTURES` / :data:`STEMS`: torchvision-named ResNets.
+* :class:`Normalization` / :data:`NORMALIZATIONS`: mean/std applied inside the model.
+* :class:`Encoder` / :func:`build_encoder` / :class:`Provenance`: images in [0, 1] -> ``(N, D)``.
+* :data:`HEADS` / :func:`build_head`: linear, MLP (Gen-AF/ZePAD, BadEncoder), projector,
+  predictor.
+* :class:`Classifier`: encoder + head, images in [0, 1] -> logits.
+"""
+
+from encshield.models.classifier import Classifier
+from encshield.models.encoder import OUTPUT_LAYER, Encoder, Provenance, build_encoder
+from encshield.models.heads import HEADS, MLPClassifier, ProjectionMLP, build_head
+from encshield.models.normalization import (
+    NORMALIZATIONS,
+    Normalization,
+    NormalizationStats,
+    build_normalization,
+)
+from encshield.models.resnet import (
+    ARCHITECTURES,
+    STEMS,
+    ArchitectureSpec,
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    StemSpec,
+    build_backbone,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "HEADS",
+    "NORMALIZATIONS",
+    "OUTPUT_LAYER",
+    "STEMS",
+    "ArchitectureSpec",
+    "BasicBlock",
+    "Bottleneck",
+    "Classifier",
+    "Encoder",
+    "MLPClassifier",
+    "Normalization",
+    "NormalizationStats",
+    "ProjectionMLP",
+    "Provenance",
+    "ResNet",
+    "StemSpec",
+    "build_backbone",
+    "build_encoder",
+    "build_head",
+    "build_normalization",
+]
