@@ -1,0 +1,108 @@
+"""Optimisers and learning-rate schedules shared by every training loop.
+
+* :class:`LARS` (You et al., 2017, "Large Batch Training of Convolutional Networks"), as used by
+  the SimCLR/BYOL recipes: SGD with momentum whose per-parameter step is scaled by the trust
+  ratio ``eta * ||w|| / (||g|| + wd * ||w||)``; biases and normalisation parameters (1-D
+  tensors) are excluded from the adaptation and from weight decay, as in those recipes.
+* :func:`warmup_cosine`: linear warm-up then cosine decay, evaluated per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OptimizerConfig(BaseModel):
+    """Optimiser and schedule of a training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["sgd", "lars", "adam", "adamw"] = "lars"
+    lr: float = Field(0.4, gt=0, description="base learning rate for a batch of 256")
+    scale_lr_with_batch: bool = Field(True, description="lr = lr * batch_size / 256")
+    weight_decay: float = Field(1e-5, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    eta: float = Field(0.02, gt=0, description="LARS trust coefficient")
+    warmup_epochs: float = Field(10, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of the peak")
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (LARS).
+
+    Parameters with ``ndim <= 1`` (biases, BN affine) get plain SGD without weight decay.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        eta: float = 0.02,
+    ) -> None:
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if p.ndim > 1:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(grad)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0),
+                        group["eta"] * w_norm / g_norm,
+                        torch.ones_like(w_norm),
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = grad.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], config: OptimizerConfig, batch_size: int
+) -> torch.optim.Optimizer:
+    """The optimiser of ``config`` with its peak learning rate for ``batch_size``."""
+    lr = config.lr * (batch_size / 256 if config.scale_lr_with_batch else 1.0)
+    params = list(params)
+    if config.name == "lars":
+        return LARS(params, lr, config.weight_decay, config.momentum, config.eta)
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based): linear warm-up, cosine decay."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peak_lrs: list[float], multiplier: float) -> None:
+    """Set every param group's lr to its peak times ``multiplier``."""
+    for group, peak in zip(optimizer.param_groups, peak_lrs, strict=True):
+        group["lr"] = peak * multiplier

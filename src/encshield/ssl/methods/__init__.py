@@ -1,0 +1,20 @@
+"""SSL methods, one file each, registered by name in :data:`METHODS`."""
+
+from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods import (  # noqa: F401  (registration)
+    barlow_twins,
+    byol,
+    dino,
+    mocov2plus,
+    mocov3,
+    nnclr,
+    ressl,
+    simclr,
+    simsiam,
+    swav,
+    vibcreg,
+    vicreg,
+    wmse,
+)
+
+__all__ = ["METHODS", "MethodConfig", "SSLMethod", "momentum_copy"]

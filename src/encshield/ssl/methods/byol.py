@@ -1,0 +1,49 @@
+"""BYOL (Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020): an online encoder,
+projector and predictor regress the EMA target's projection of the other view."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from encshield.models import Encoder, ProjectionMLP
+from encshield.ssl.losses import byol_loss
+from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+
+
+class BYOLConfig(MethodConfig):
+    proj_hidden_dim: int = Field(4096, gt=0)
+    proj_output_dim: int = Field(256, gt=0)
+    pred_hidden_dim: int = Field(4096, gt=0)
+    base_tau: float = Field(0.99, ge=0, le=1)
+    final_tau: float = Field(1.0, ge=0, le=1)
+
+
+@METHODS.register("byol")
+class BYOL(SSLMethod):
+    name = "byol"
+    Config = BYOLConfig
+    augment_preset = "byol"
+
+    def __init__(self, encoder: Encoder, config: BYOLConfig) -> None:
+        super().__init__(encoder, config)
+        self.projector = ProjectionMLP(
+            encoder.feature_dim, config.proj_hidden_dim, config.proj_output_dim
+        )
+        self.predictor = ProjectionMLP(
+            config.proj_output_dim, config.pred_hidden_dim, config.proj_output_dim
+        )
+        self.momentum_encoder = momentum_copy(encoder)
+        self.momentum_projector = momentum_copy(self.projector)
+
+    def momentum_pairs(self):
+        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
+
+    def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = views[0].shape[0]
+        x = torch.cat(views)
+        p = self.predictor(self.projector(self.encoder(x)))
+        with torch.no_grad():
+            z_target = self.momentum_projector(self.momentum_encoder(x))
+        loss = byol_loss(p[:n], z_target[n:]) + byol_loss(p[n:], z_target[:n])
+        return {"loss": loss}

@@ -1,0 +1,347 @@
+"""The one SSL pre-training loop shared by every method.
+
+Determinism and resuming: the data order of epoch ``e`` is a permutation drawn from a generator
+seeded with ``(seed, e)``, and the global RNG is re-seeded from ``(seed, step)`` before each
+step's augmentation. A run's randomness is therefore a function of the step index alone, and a
+run resumed from a checkpoint (saved atomically every ``checkpoint_every_steps`` steps and at
+each epoch end) ends with the same weights as an uninterrupted one on CPU.
+
+Outputs in ``output_dir``: ``config.yaml``, ``log.jsonl`` (one JSON object per logged step,
+epoch and kNN evaluation), ``checkpoint.pt`` (training state: weights, optimiser, step), and at
+the end ``encoder.safetensors`` plus ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from encshield import __version__
+from encshield.config import config_hash
+from encshield.errors import CheckpointError, ConfigError
+from encshield.optim import OptimizerConfig, build_optimizer, set_lr, warmup_cosine
+from encshield.ssl.augment import AugmentConfig, make_views, preset
+from encshield.ssl.methods import METHODS, SSLMethod
+
+STATE_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+
+
+class EncoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "resnet18"
+    width: int = Field(64, gt=0)
+    stem: str = "cifar"
+    normalization: str = "cifar10"
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "cifar10"
+    split: str = "train"
+    root: str | None = None
+    image_size: int | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0, description="use only the first N images (smoke runs)")
+
+
+class KNNConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    every_epochs: int = Field(5, ge=0, description="0 disables the monitor during training")
+    dataset: str | None = Field(None, description="default: the pre-training dataset")
+    train_split: str = "train"
+    test_split: str = "test"
+    k: list[int] = Field(default_factory=lambda: [20, 200])
+    temperature: float = Field(0.07, gt=0)
+    limit_train: int | None = Field(None, gt=0)
+    limit_test: int | None = Field(None, gt=0)
+
+
+class PretrainConfig(BaseModel):
+    """Everything that defines an SSL pre-training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "simclr"
+    method_args: dict[str, Any] = Field(default_factory=dict)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: str | AugmentConfig | None = Field(
+        None, description="a preset name (simclr, byol) or explicit views; default: the method's"
+    )
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(256, gt=1)
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = False
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's)")
+    output_dir: str = "runs/pretrain"
+    checkpoint_every_steps: int = Field(100, gt=0)
+    log_every_steps: int = Field(20, gt=0)
+    knn: KNNConfig = Field(default_factory=KNNConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return METHODS.canonical(value)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 2_147_483_647 + step * 7919 + 17) % (2**63 - 1)
+
+
+class Pretrainer:
+    """Builds the method, data and optimiser of a :class:`PretrainConfig` and runs the loop."""
+
+    def __init__(self, config: PretrainConfig, *, progress: bool = True) -> None:
+        from encshield import data, models
+
+        self.config = config
+        self.progress = progress
+        self.output_dir = Path(config.output_dir)
+        self.device = torch.device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        encoder = models.build_encoder(
+            arch=config.encoder.arch,
+            width=config.encoder.width,
+            stem=config.encoder.stem,
+            normalization=config.encoder.normalization,
+            input_size=config.data.image_size or 32,
+            ssl_method=config.method,
+            pretrain_data=f"{config.data.name}/{config.data.split}",
+        )
+        self.method: SSLMethod = METHODS.get(config.method).from_args(encoder, config.method_args)
+        self.method.to(self.device)
+        if config.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        dataset = data.load(
+            config.data.name, config.data.split, root=config.data.root, image_size=config.data.image_size
+        )
+        images = dataset.images[: config.data.limit] if config.data.limit else dataset.images
+        self.images = images.contiguous().to(self.device)
+        if self.images.shape[0] < config.batch_size:
+            raise ConfigError(
+                f"batch_size: {config.batch_size} is larger than the dataset "
+                f"({self.images.shape[0]} images); lower it"
+            )
+        self.augment = self._augment_config()
+        self.steps_per_epoch = self.images.shape[0] // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = build_optimizer(
+            self.method.trainable_parameters(), config.optimizer, config.batch_size
+        )
+        self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.warmup_steps = int(config.optimizer.warmup_epochs * self.steps_per_epoch)
+        self.step = 0
+        self._knn_data: tuple[Any, ...] | None = None
+
+    def _augment_config(self) -> AugmentConfig:
+        size = self.images.shape[-1]
+        augment = self.config.augment
+        if augment is None:
+            return preset(self.method.augment_preset, size)
+        if isinstance(augment, str):
+            return preset(augment, size)
+        return augment
+
+    # -- checkpointing ---------------------------------------------------------------------
+    def save_state(self) -> None:
+        state = {
+            "format": "encshield-pretrain-state/1",
+            "step": self.step,
+            "config_hash": config_hash(self.config),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        _atomic_torch_save(state, self.output_dir / STATE_FILE)
+
+    def load_state(self) -> None:
+        path = self.output_dir / STATE_FILE
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - report any unreadable state clearly
+            raise CheckpointError(
+                f"cannot read the training state {path} ({error}); delete it to start over"
+            ) from None
+        if state.get("config_hash") != config_hash(self.config):
+            raise ConfigError(
+                f"{path} was written by a different configuration; resume with the same config "
+                "(see config.yaml in that folder) or choose another output_dir"
+            )
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def _truncate_log(self) -> None:
+        """Drop log records written after the checkpoint we resume from (they will be redone)."""
+        path = self.output_dir / LOG_FILE
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the interruption
+                continue
+            if int(record.get("step", 0)) <= self.step:
+                kept.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- monitoring ------------------------------------------------------------------------
+    def knn(self) -> dict[str, float]:
+        from encshield import data
+        from encshield.evaluation import knn_accuracy
+
+        cfg = self.config.knn
+        if self._knn_data is None:
+            name = cfg.dataset or self.config.data.name
+            size = self.images.shape[-1]
+            train = data.load(name, cfg.train_split, root=self.config.data.root, image_size=size)
+            test = data.load(name, cfg.test_split, root=self.config.data.root, image_size=size)
+            self._knn_data = (
+                train.images[: cfg.limit_train],
+                train.labels[: cfg.limit_train],
+                test.images[: cfg.limit_test],
+                test.labels[: cfg.limit_test],
+            )
+        accuracies = knn_accuracy(
+            self.method.encoder, *self._knn_data, ks=cfg.k, temperature=cfg.temperature,
+            device=self.device,
+        )
+        self.method.train()
+        return {f"knn_top1_k{k}": acc for k, acc in accuracies.items()}
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        state_path = self.output_dir / STATE_FILE
+        if resume and state_path.exists():
+            self.load_state()
+            self._truncate_log()
+        elif state_path.exists() or (self.output_dir / "result.json").exists():
+            raise ConfigError(
+                f"output_dir {self.output_dir} already holds a run; add --resume to continue it "
+                "or choose another output_dir"
+            )
+        (self.output_dir / "config.yaml").write_text(
+            yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        )
+        cfg = self.config
+        log = open(self.output_dir / LOG_FILE, "a", encoding="utf-8")
+        self.method.train()
+        columns = (
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        )
+        started = time.perf_counter()
+        window_start, window_images = time.perf_counter(), 0
+        with Progress(*columns, disable=not self.progress) as bar:
+            task = bar.add_task(f"{cfg.method} pre-training", total=self.total_steps,
+                                completed=self.step, info="")
+            perm_epoch, perm = -1, torch.empty(0)
+            while self.step < self.total_steps:
+                epoch, index = divmod(self.step, self.steps_per_epoch)
+                if epoch != perm_epoch:
+                    perm, perm_epoch = _epoch_permutation(cfg.seed, epoch, self.images.shape[0]), epoch
+                batch_idx = perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(self.device)
+                torch.manual_seed(_step_seed(cfg.seed, self.step))
+                views = make_views(self.images[batch_idx], self.augment)
+                if cfg.channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                lr_scale = warmup_cosine(self.step, self.total_steps, self.warmup_steps,
+                                         cfg.optimizer.min_lr_ratio)
+                set_lr(self.optimizer, self.peak_lrs, lr_scale)
+                losses = self.method.training_loss(views)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {float(loss)} at step {self.step}; lower optimizer.lr"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                self.method.after_step(self.step / self.total_steps)
+                window_images += cfg.batch_size
+                if self.step % cfg.log_every_steps == 0 or self.step == self.total_steps:
+                    seconds = time.perf_counter() - window_start
+                    record = {
+                        "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                        **{k: float(v.detach()) for k, v in losses.items()},
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "images_per_s": window_images / max(seconds, 1e-9),
+                    }
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.update(task, info=f"loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
+                    window_start, window_images = time.perf_counter(), 0
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if epoch_end or self.step % cfg.checkpoint_every_steps == 0:
+                    self.save_state()
+                if epoch_end and cfg.knn.every_epochs and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0:
+                    record = {"step": self.step, "epoch": self.step // self.steps_per_epoch, **self.knn()}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.update(task, completed=self.step)
+        log.close()
+        return self.finish(time.perf_counter() - started)
+
+    def finish(self, seconds: float) -> dict[str, Any]:
+        from encshield.checkpoints import save_encoder
+
+        cfg = self.config
+        encoder = self.method.encoder
+        path = self.output_dir / "encoder.safetensors"
+        sha256 = save_encoder(
+            encoder.to("cpu").to(memory_format=torch.contiguous_format), path,
+            ssl_method=cfg.method, pretrain_data=f"{cfg.data.name}/{cfg.data.split}",
+            config_hash=config_hash(cfg),
+        )
+        encoder.to(self.device)
+        result: dict[str, Any] = {
+            "encoder": str(path), "sha256": sha256, "steps": self.step, "epochs": cfg.epochs,
+            "config_hash": config_hash(cfg), "seconds_this_session": round(seconds, 1),
+            "versions": {"encshield": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "machine": {"platform": platform.platform(), "device": str(self.device),
+                        "threads": torch.get_num_threads()},
+        }
+        if cfg.knn.every_epochs:
+            result.update(self.knn())
+        (self.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) SSL pre-training; returns the result record (also in result.json)."""
+    return Pretrainer(config, progress=progress).run(resume=resume)
