@@ -134,3 +134,30 @@ def test_resume_after_kill_9_gives_the_same_weights(image_folder: Path, tmp_path
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_accepts_a_run_whose_stored_config_is_unchanged(image_folder: Path, tmp_path: Path) -> None:
+    """A run started by an older version (other config hash) resumes if its config.yaml, read
+    with today's defaults, is the same; a changed config is refused."""
+    raw = _config(image_folder, tmp_path / "run", epochs=1, knn={"every_epochs": 0})
+    config = PretrainConfig.model_validate(raw)
+    pretrain(config, progress=False)
+    state_path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(state_path, weights_only=True)
+    state["config_hash"] = "written-by-an-older-version"
+    torch.save(state, state_path)
+    assert pretrain(config, resume=True, progress=False)["steps"] == 72 // 16
+    changed = PretrainConfig.model_validate({**raw, "optimizer": {"name": "lars", "lr": 0.1}})
+    with pytest.raises(ConfigError, match="different configuration"):
+        pretrain(changed, resume=True, progress=False)
+
+
+def test_every_shipped_config_validates_and_builds_its_method() -> None:
+    from encshield.models import build_encoder
+    from encshield.ssl.methods import METHODS
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/pretrain/**/*.yaml"))
+    assert len(configs) >= 15
+    for path in configs:
+        config = load_config(PretrainConfig, path)
+        METHODS.get(config.method).from_args(build_encoder(width=4), config.method_args)

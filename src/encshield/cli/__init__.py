@@ -17,7 +17,7 @@ from encshield.errors import EncshieldError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from encshield.cli import data_cmd, encoder_cmd, pretrain_cmd, quickstart_cmd
+    from encshield.cli import data_cmd, encoder_cmd, pretrain_cmd, quickstart_cmd, zoo_cmd
 
     parser = argparse.ArgumentParser(
         prog="encshield",
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"encshield {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in (quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd):
+    for module in (quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, zoo_cmd):
         module.register(subparsers)
     return parser
 

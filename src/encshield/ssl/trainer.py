@@ -85,6 +85,8 @@ class PretrainConfig(BaseModel):
     seed: int = 0
     device: str = "cpu"
     channels_last: bool = False
+    amp: bool = Field(False, description="bfloat16 autocast for the forward pass (GPU)")
+    compile: bool = Field(False, description="torch.compile the encoder in place (GPU)")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's)")
     output_dir: str = "runs/pretrain"
     checkpoint_every_steps: int = Field(100, gt=0)
@@ -140,6 +142,8 @@ class Pretrainer:
         self.method.to(self.device)
         if config.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if config.compile:
+            self.method.encoder.compile()
         dataset = data.load(
             config.data.name, config.data.split, root=config.data.root, image_size=config.data.image_size
         )
@@ -160,6 +164,7 @@ class Pretrainer:
         self.warmup_steps = int(config.optimizer.warmup_epochs * self.steps_per_epoch)
         self.step = 0
         self._knn_data: tuple[Any, ...] | None = None
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def _augment_config(self) -> AugmentConfig:
         size = self.images.shape[-1]
@@ -189,7 +194,7 @@ class Pretrainer:
             raise CheckpointError(
                 f"cannot read the training state {path} ({error}); delete it to start over"
             ) from None
-        if state.get("config_hash") != config_hash(self.config):
+        if state.get("config_hash") != config_hash(self.config) and not self._same_stored_config():
             raise ConfigError(
                 f"{path} was written by a different configuration; resume with the same config "
                 "(see config.yaml in that folder) or choose another output_dir"
@@ -197,6 +202,18 @@ class Pretrainer:
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+
+    def _same_stored_config(self) -> bool:
+        """Whether the run's stored config.yaml, read with today's defaults, equals ours.
+
+        Lets a run started by an older version resume after fields with defaults were added
+        (which changes the hash of the full configuration but not the run)."""
+        path = self.output_dir / "config.yaml"
+        try:
+            stored = PretrainConfig.model_validate(yaml.safe_load(path.read_text()))
+        except Exception:  # noqa: BLE001 - missing or unreadable: not the same
+            return False
+        return stored == self.config
 
     def _truncate_log(self) -> None:
         """Drop log records written after the checkpoint we resume from (they will be redone)."""
@@ -239,6 +256,35 @@ class Pretrainer:
         self.method.train()
         return {f"knn_top1_k{k}": acc for k, acc in accuracies.items()}
 
+    # -- one step ----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step at ``self.step`` (views, loss, backward, update, EMA); returns the
+        detached losses. Its randomness depends only on the seed and the step index."""
+        cfg = self.config
+        epoch, index = divmod(self.step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = _epoch_permutation(cfg.seed, epoch, self.images.shape[0])
+            self._perm_epoch = epoch
+        batch_idx = self._perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(self.device)
+        torch.manual_seed(_step_seed(cfg.seed, self.step))
+        views = make_views(self.images[batch_idx], self.augment)
+        if cfg.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        lr_scale = warmup_cosine(self.step, self.total_steps, self.warmup_steps,
+                                 cfg.optimizer.min_lr_ratio)
+        set_lr(self.optimizer, self.peak_lrs, lr_scale)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            losses = self.method.training_loss(views)
+        loss = losses["loss"].float()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optimizer.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.method.after_step(self.step / self.total_steps)
+        return {name: value.detach() for name, value in losses.items()}
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -268,30 +314,8 @@ class Pretrainer:
         with Progress(*columns, disable=not self.progress) as bar:
             task = bar.add_task(f"{cfg.method} pre-training", total=self.total_steps,
                                 completed=self.step, info="")
-            perm_epoch, perm = -1, torch.empty(0)
             while self.step < self.total_steps:
-                epoch, index = divmod(self.step, self.steps_per_epoch)
-                if epoch != perm_epoch:
-                    perm, perm_epoch = _epoch_permutation(cfg.seed, epoch, self.images.shape[0]), epoch
-                batch_idx = perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(self.device)
-                torch.manual_seed(_step_seed(cfg.seed, self.step))
-                views = make_views(self.images[batch_idx], self.augment)
-                if cfg.channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                lr_scale = warmup_cosine(self.step, self.total_steps, self.warmup_steps,
-                                         cfg.optimizer.min_lr_ratio)
-                set_lr(self.optimizer, self.peak_lrs, lr_scale)
-                losses = self.method.training_loss(views)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {float(loss)} at step {self.step}; lower optimizer.lr"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.step += 1
-                self.method.after_step(self.step / self.total_steps)
+                losses = self.train_step()
                 window_images += cfg.batch_size
                 if self.step % cfg.log_every_steps == 0 or self.step == self.total_steps:
                     seconds = time.perf_counter() - window_start
