@@ -11,6 +11,7 @@ head as training through the encoder at a fraction of the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +48,21 @@ def fit_head(
     gamma: float = 0.96,
     batch_size: int = 256,
     seed: int = 0,
+    schedule: Literal["exponential", "cosine"] = "exponential",
 ) -> list[float]:
     """Train ``head`` in place on fixed features ``(N, D)`` with labels ``(N,)``.
 
-    Adam + ExponentialLR(``gamma``) stepped per epoch; shuffled mini-batches drawn from a
-    generator seeded with ``seed``. Returns the mean training loss of each epoch.
+    Adam with ExponentialLR(``gamma``) per epoch (the CGCL protocol) or a per-epoch cosine decay
+    to 0 (the linear probe); shuffled mini-batches drawn from a generator seeded with ``seed``.
+    Returns the mean training loss of each epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    scheduler: torch.optim.lr_scheduler.LRScheduler = (
+        torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+        if schedule == "exponential"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    )
     labels = labels.to(features.device)
     head.train()
     history = []
@@ -70,7 +77,7 @@ def fit_head(
             optimizer.step()
             total += float(loss.detach()) * idx.numel()
             count += idx.numel()
-        schedule.step()
+        scheduler.step()
         history.append(total / max(count, 1))
     head.eval()
     return history

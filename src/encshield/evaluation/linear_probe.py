@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from encshield.evaluation.features import extract_features
@@ -37,6 +36,8 @@ def linear_probe(
     device: torch.device | str = "cpu",
 ) -> LinearProbeResult:
     """Train ``Linear(D, C)`` on frozen features and report train/test top-1 accuracy."""
+    from encshield.downstream import fit_head
+
     train_x = extract_features(encoder, train_images, device=device)
     test_x = extract_features(encoder, test_images, device=device)
     train_y = train_labels.to(train_x.device)
@@ -44,23 +45,11 @@ def linear_probe(
     mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    generator = torch.Generator().manual_seed(seed)
-    head = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        head.reset_parameters()
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = max(1, (train_x.shape[0] + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(train_x.shape[0], generator=generator).to(train_x.device)
-        for start in range(0, train_x.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        head = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
+    fit_head(head, train_x, train_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
+             batch_size=batch_size, seed=seed, schedule="cosine")
     with torch.inference_mode():
         train_acc = float((head(train_x).argmax(1) == train_y).float().mean())
         test_acc = float((head(test_x).argmax(1) == test_y).float().mean())
