@@ -17,7 +17,15 @@ from encshield.errors import EncshieldError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from encshield.cli import data_cmd, encoder_cmd, pretrain_cmd, quickstart_cmd, zoo_cmd
+    from encshield.cli import (
+        attack_cmd,
+        data_cmd,
+        encoder_cmd,
+        evaluate_cmd,
+        pretrain_cmd,
+        quickstart_cmd,
+        zoo_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="encshield",
@@ -26,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"encshield {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in (quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, zoo_cmd):
+    for module in (
+        quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, evaluate_cmd, zoo_cmd
+    ):
         module.register(subparsers)
     return parser
 

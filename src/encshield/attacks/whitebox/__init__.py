@@ -1,0 +1,86 @@
+"""Per-sample white-box and adaptive attacks: ``(model, x, y) -> x_adv``.
+
+Every attack works on any model mapping images float ``(N, C, H, W)`` in [0, 1] to outputs
+(logits of a Classifier, features of an Encoder, or a dict of branch logits with a custom
+objective), keeps the hygiene described in :mod:`encshield.attacks.whitebox.base` (autograd only
+w.r.t. the input, eval mode restored per submodule, seeded with the global RNG restored, result
+in [0, 1] and within the budget) and supports EOT (``eot_samples``).
+
+* :data:`WHITEBOX_ATTACKS`: registry with the uniform call
+  ``WHITEBOX_ATTACKS.get(name)(model, x, y, *, eps, seed=0, **config) -> x_adv``:
+  ``pgd`` (L-inf), ``pgd_l2``, ``apgd_ce``, ``apgd_dlr``, ``apgd_t`` (targeted DLR), ``fgsm``;
+  each has a pydantic config with defaults (``.config_class``).
+* Functions: :func:`pgd` (Madry et al. 2018), :func:`apgd` / :func:`apgd_targeted` (Croce &
+  Hein 2020), :func:`fgsm` (Goodfellow et al. 2015), :func:`feature_pgd` (encoder-only,
+  feature-distance PGD: the per-sample control of the DAE tables).
+* Objectives (:data:`OBJECTIVES`): ``ce``, ``cw``, ``dlr``, ``dlr_targeted``,
+  ``feature_distance`` (cosine), ``feature_l2``; any callable ``(outputs, y) -> (N,)`` to
+  maximise is accepted (the hook for joint attacks on ensembles).
+* :class:`BPDA` / :func:`bpda` (Athalye et al. 2018): a non-differentiable preprocessing on the
+  forward pass, a differentiable approximation (identity by default) on the backward pass.
+* :func:`sanity_check` -> list of :class:`SanityFlag`: randomness, zero gradients, one-step or
+  noise attacks beating the iterative one, robust accuracy not falling with the budget.
+"""
+
+from encshield.attacks.whitebox.apgd import (
+    APGDConfig,
+    APGDDLRConfig,
+    APGDTargetedConfig,
+    apgd,
+    apgd_targeted,
+)
+from encshield.attacks.whitebox.base import (
+    WHITEBOX_ATTACKS,
+    AttackConfig,
+    WhiteboxAttack,
+    checkpoints,
+    default_predict,
+)
+from encshield.attacks.whitebox.bpda import BPDA, bpda
+from encshield.attacks.whitebox.feature_pgd import feature_pgd
+from encshield.attacks.whitebox.fgsm import FGSMConfig, fgsm
+from encshield.attacks.whitebox.objectives import (
+    OBJECTIVES,
+    Objective,
+    cross_entropy,
+    cw_margin,
+    dlr,
+    dlr_targeted,
+    feature_cosine_distance,
+    feature_l2_distance,
+    resolve_objective,
+)
+from encshield.attacks.whitebox.pgd import PGDConfig, PGDL2Config, pgd
+from encshield.attacks.whitebox.sanity import SanityFlag, sanity_check
+
+__all__ = [
+    "BPDA",
+    "OBJECTIVES",
+    "WHITEBOX_ATTACKS",
+    "APGDConfig",
+    "APGDDLRConfig",
+    "APGDTargetedConfig",
+    "AttackConfig",
+    "FGSMConfig",
+    "Objective",
+    "PGDConfig",
+    "PGDL2Config",
+    "SanityFlag",
+    "WhiteboxAttack",
+    "apgd",
+    "apgd_targeted",
+    "bpda",
+    "checkpoints",
+    "cross_entropy",
+    "cw_margin",
+    "default_predict",
+    "dlr",
+    "dlr_targeted",
+    "feature_cosine_distance",
+    "feature_l2_distance",
+    "feature_pgd",
+    "fgsm",
+    "pgd",
+    "resolve_objective",
+    "sanity_check",
+]
