@@ -26,6 +26,7 @@ def test_head_learns_encoder_stays_frozen_and_training_is_seeded() -> None:
     assert record.train_accuracy > 0.9 and record.losses[-1] < record.losses[0]
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert all(p.grad is None and not p.requires_grad for p in encoder.parameters())
+    assert all(p.grad is None for p in classifier.head.parameters())
     with torch.inference_mode():
         logits = classifier(images.float() / 255)
     assert logits.shape == (96, 3) and not classifier.training

@@ -79,6 +79,7 @@ def fit_head(
             count += idx.numel()
         scheduler.step()
         history.append(total / max(count, 1))
+    optimizer.zero_grad(set_to_none=True)  # hand back a head without stale gradients
     head.eval()
     return history
 

@@ -4,6 +4,14 @@
   :func:`pgd_at_loss` (Madry et al., ICLR 2018), :func:`trades_loss` and its inner-attack objective
   :func:`trades_inner_objective` (Zhang et al., ICML 2019), :func:`mart_loss` (Wang et al.,
   ICLR 2020) and Gen-AF's :func:`genetic_regularization` (Zhou et al., IEEE S&P 2024).
+* :mod:`encshield.defenses.base`: :data:`DEFENSES`, :class:`Defense` (pydantic ``Config``,
+  ``fit(encoder, train, num_classes) -> DefenseResult``), :func:`build_defense`.
+* :mod:`encshield.defenses.adversarial`: the shared (adversarial) fine-tuning loop.
+* Registered defenses: ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1``.
+* :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
+* :mod:`encshield.defenses.genaf_stage2`: Gen-AF stage 2 building blocks (probe set, layer
+  sensitivity, selection of the least sensitive layers, freezing by module identity, fine-tuning
+  of the chosen layers, interpolation); not yet registered as a defense.
 """
 
 from encshield.defenses.losses import (
@@ -13,8 +21,47 @@ from encshield.defenses.losses import (
     trades_inner_objective,
     trades_loss,
 )
+from encshield.defenses.base import (
+    DEFENSES,
+    Defense,
+    DefenseConfig,
+    DefenseResult,
+    build_defense,
+)
+from encshield.defenses.adversarial import (
+    AttackSettings,
+    FinetuningConfig,
+    FinetuningDefense,
+    check_no_parameter_grads,
+)
+from encshield.defenses.standard import StandardFinetuning
+from encshield.defenses.pgd_at import PGDAdversarialTraining
+from encshield.defenses.trades import TRADES, TRADESConfig
+from encshield.defenses.mart import MART, MARTConfig
+from encshield.defenses.genaf import GenAFStage1, GenAFStage1Config
+from encshield.defenses.io import describe_head, load_classifier, save_classifier
 
 __all__ = [
+    "DEFENSES",
+    "MART",
+    "TRADES",
+    "AttackSettings",
+    "Defense",
+    "DefenseConfig",
+    "DefenseResult",
+    "FinetuningConfig",
+    "FinetuningDefense",
+    "GenAFStage1",
+    "GenAFStage1Config",
+    "MARTConfig",
+    "PGDAdversarialTraining",
+    "StandardFinetuning",
+    "TRADESConfig",
+    "build_defense",
+    "check_no_parameter_grads",
+    "describe_head",
+    "load_classifier",
+    "save_classifier",
     "genetic_regularization",
     "mart_loss",
     "pgd_at_loss",

@@ -1,0 +1,139 @@
+"""The defense interface: a registry of defenses, their typed configs and their result.
+
+A defense takes a (pre-trained) encoder and downstream training data and returns a
+:class:`~encshield.models.Classifier` (images in [0, 1] -> logits, eval mode) plus a record of
+what it did (DESIGN.md, "Defenses")::
+
+    defense = build_defense("pgd_at", epochs=5)
+    result = defense.fit(encoder, train, num_classes=10, seed=0)
+    result.classifier(x)        # logits
+    result.record["losses"]     # one mean training loss per epoch
+
+Every defense class has a pydantic ``Config`` whose fields all have defaults; overrides are
+validated and a bad one raises :class:`~encshield.errors.ConfigError` naming the field, the value
+and the allowed values. The encoder passed to :meth:`Defense.fit` is never modified in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from encshield.config import validate
+from encshield.data import ImageDataset
+from encshield.models import Classifier, Encoder
+from encshield.registry import Registry
+
+__all__ = [
+    "DEFENSES",
+    "Defense",
+    "DefenseConfig",
+    "DefenseResult",
+    "build_defense",
+]
+
+
+class DefenseConfig(BaseModel):
+    """Base of every defense config: unknown fields are errors, all fields have defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass
+class DefenseResult:
+    """What :meth:`Defense.fit` returns.
+
+    Attributes:
+        classifier: the defended model, eval mode, images float in [0, 1] -> logits.
+        record: JSON-serialisable description: ``name``, ``config``, ``config_hash``, ``epochs``,
+            ``losses`` (mean training loss per epoch), ``loss_parts`` (per epoch, per part),
+            ``train_accuracy`` (clean training accuracy per epoch), ``time_s``, ``seed`` and
+            defense-specific entries.
+    """
+
+    classifier: Classifier
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+#: Callback signature: ``callback(event, info)``; see :meth:`Defense.add_callback`.
+Callback = Callable[[str, dict[str, Any]], None]
+
+
+class Defense:
+    """Base class of defenses. Subclasses set ``name``, a nested ``Config`` and :meth:`fit`.
+
+    Args:
+        config: a ``Config`` instance or a mapping of overrides (validated).
+        **overrides: field overrides (validated), applied on top of ``config``.
+    """
+
+    name: ClassVar[str] = "defense"
+    Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+
+    def __init__(self, config: DefenseConfig | dict[str, Any] | None = None, **overrides: Any):
+        raw = self.Config().model_dump()  # defaults, so nested overrides merge into them
+        given = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
+        _merge(raw, given)
+        _merge(raw, overrides)
+        self.config = validate(self.Config, raw)
+        self._callbacks: list[Callback] = []
+
+    def add_callback(self, callback: Callback) -> None:
+        """Register ``callback(event, info)``, called by training loops at fixed points.
+
+        Used by tests and progress reporting; it must not change the training. Events of
+        :mod:`encshield.defenses.adversarial`: ``"after_attack"`` (``model``, ``step``, ``epoch``,
+        ``x``, ``x_adv``) right after the inner attack, before the training forward; and
+        ``"epoch_end"`` (``model``, ``epoch``, ``optimizers``, ``schedulers``, ``loss``).
+        """
+        self._callbacks.append(callback)
+
+    def _emit(self, event: str, **info: Any) -> None:
+        for callback in self._callbacks:
+            callback(event, info)
+
+    def fit(
+        self,
+        encoder: Encoder,
+        train: ImageDataset,
+        num_classes: int,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+    ) -> DefenseResult:
+        """Build a defended classifier from ``encoder`` (not modified) and ``train``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge ``update`` into ``base`` in place; nested dicts are merged key by key (so
+    ``attack={"eps": 0.01}`` keeps the defense's other attack defaults)."""
+    for key, value in update.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def build_defense(name: str, config: DefenseConfig | dict[str, Any] | None = None,
+                  **overrides: Any) -> Defense:
+    """The defense registered as ``name`` with its config (validated overrides).
+
+    Raises:
+        ConfigError: unknown name (lists the registered ones) or an invalid override (names the
+            field, the value and the allowed values).
+    """
+    return DEFENSES.get(name)(config, **overrides)

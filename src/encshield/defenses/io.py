@@ -1,0 +1,122 @@
+"""Saving and loading defended classifiers (encoder + head) in encshield's safetensors format.
+
+Layout: tensors ``backbone.<name>`` (the encoder's ResNet, as in encoder checkpoints) and
+``head.<name>``; metadata (JSON under the ``encshield`` key, see
+:mod:`encshield.checkpoints.native`) with ``kind = "classifier"``, the encoder's architecture,
+width, stem, feature dimension, normalisation, input size and provenance, the head's type and
+dimensions, and the defense record. The payload sha256 is verified on load. Nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+import encshield
+from encshield.checkpoints.native import read_native, write_native
+from encshield.errors import CheckpointError, ConfigError
+from encshield.models import Classifier, MLPClassifier, Provenance, build_encoder
+from encshield.models.resnet import ResNet
+
+__all__ = ["describe_head", "load_classifier", "save_classifier"]
+
+
+def describe_head(head: nn.Module) -> dict[str, Any]:
+    """JSON description of a supported head (``nn.Linear`` or :class:`MLPClassifier`)."""
+    if isinstance(head, nn.Linear):
+        return {"type": "linear", "in_dim": head.in_features, "out_dim": head.out_features,
+                "bias": head.bias is not None}
+    if isinstance(head, MLPClassifier):
+        return {"type": "mlp_classifier", "in_dim": head.in_dim, "out_dim": head.out_dim,
+                "hidden_dims": [head.fc1.out_features, head.fc2.out_features],
+                "dropout": float(head.dropout.p)}
+    raise ConfigError(
+        f"cannot save a head of type {type(head).__name__}; supported: nn.Linear, MLPClassifier"
+    )
+
+
+def _build_head(meta: dict[str, Any]) -> nn.Module:
+    kind = meta.get("type")
+    if kind == "linear":
+        return nn.Linear(int(meta["in_dim"]), int(meta["out_dim"]), bias=bool(meta["bias"]))
+    if kind == "mlp_classifier":
+        return MLPClassifier(int(meta["in_dim"]), int(meta["out_dim"]),
+                             tuple(meta["hidden_dims"]), float(meta["dropout"]))
+    raise CheckpointError(f"unknown head type {kind!r} in classifier checkpoint")
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def save_classifier(
+    classifier: Classifier, path: str | os.PathLike[str], record: dict[str, Any] | None = None
+) -> str:
+    """Write ``classifier`` (ResNet :class:`~encshield.models.Encoder` + supported head) and the
+    defense ``record`` atomically; returns the file's sha256."""
+    encoder = classifier.encoder
+    backbone = getattr(encoder, "backbone", None)
+    if not isinstance(backbone, ResNet):
+        raise ConfigError(
+            f"save_classifier supports ResNet encoders; got {type(backbone).__name__}"
+        )
+    head_meta = describe_head(classifier.head)
+    tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    tensors.update({f"head.{k}": v for k, v in classifier.head.state_dict().items()})
+    metadata = {
+        "kind": "classifier",
+        "architecture": backbone.arch,
+        "width": backbone.width,
+        "stem": backbone.stem_name,
+        "feature_dim": encoder.feature_dim,
+        "normalization": encoder.normalization.to_dict(),
+        "input_size": list(encoder.input_size),
+        "provenance": encoder.provenance.to_dict(),
+        "head": head_meta,
+        "record": _json_safe(record or {}),
+        "code_version": encshield.__version__,
+    }
+    return write_native(path, tensors, metadata)
+
+
+def load_classifier(
+    path: str | os.PathLike[str], *, device: torch.device | str = "cpu"
+) -> tuple[Classifier, dict[str, Any]]:
+    """Read a file written by :func:`save_classifier`: ``(classifier in eval mode, metadata)``.
+
+    ``metadata["record"]`` is the defense record. Keys are fitted strictly.
+
+    Raises:
+        CheckpointError: not a classifier checkpoint, unknown head type, or mismatching keys.
+        ChecksumMismatchError: the tensors do not match the recorded payload sha256.
+    """
+    tensors, meta = read_native(path)
+    if not meta or meta.get("kind") != "classifier":
+        raise CheckpointError(
+            f"{path} is not an encshield classifier checkpoint (kind "
+            f"{None if not meta else meta.get('kind')!r}; expected 'classifier')"
+        )
+    prov = Provenance.from_dict(meta.get("provenance") or {})
+    encoder = build_encoder(meta["architecture"], int(meta["width"]), meta["stem"],
+                            meta["normalization"], meta["input_size"])
+    encoder.provenance = prov
+    head = _build_head(meta["head"])
+    backbone_state = {k[len("backbone."):]: v for k, v in tensors.items()
+                      if k.startswith("backbone.")}
+    head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+    other = sorted(set(tensors) - {f"backbone.{k}" for k in backbone_state}
+                   - {f"head.{k}" for k in head_state})
+    if other:
+        raise CheckpointError(f"{path}: unexpected tensors {other[:10]}")
+    try:
+        encoder.backbone.load_state_dict(backbone_state, strict=True)
+        head.load_state_dict(head_state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the recorded model: {error}") from None
+    classifier = Classifier(encoder, head).to(device).eval()
+    return classifier, meta
