@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from encshield.cli import (
         attack_cmd,
         data_cmd,
+        defend_cmd,
         encoder_cmd,
         evaluate_cmd,
         pretrain_cmd,
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module in (
-        quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, evaluate_cmd, zoo_cmd
+        quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, defend_cmd,
+        evaluate_cmd, zoo_cmd,
     ):
         module.register(subparsers)
     return parser

@@ -10,6 +10,12 @@ prints a table and writes the JSON record. Examples::
         --whitebox-limit 500 --output result.json
     encshield evaluate --encoder zoo:NAME --dataset cifar10 --limit-test 1000 \\
         --no-clamp --output cgcl-compat.json
+    encshield evaluate --model defended.safetensors --dataset cifar10 \\
+        --whitebox pgd:eps=8/255,steps=10 --output defended.json
+
+``--model`` evaluates an already defended classifier (written by ``encshield defend``) on the
+test split instead (no head training; --head, --head-epochs, --train-split and --limit-train do
+not apply); the record's config holds the model file's sha256 and its stored defense record.
 
 Rates are fractions over each row's samples, per sample. ASR = attack success rate (flipped among
 the initially correct); fooling rate = AdvEncoder/ZePAD's "ASR"; error rate = PAP's "ASR".
@@ -76,8 +82,11 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--encoder", required=True, metavar="PATH|zoo:NAME",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--encoder", metavar="PATH|zoo:NAME",
                         help="victim encoder: a checkpoint file (any supported format) or zoo:NAME")
+    source.add_argument("--model", type=Path, metavar="MODEL.safetensors",
+                        help="an already defended classifier (encshield defend); no head training")
     parser.add_argument("--dataset", required=True, help="downstream dataset name (e.g. cifar10)")
     parser.add_argument("--root", type=Path, default=None,
                         help="dataset folder (default: $ENCSHIELD_DATA, then the user data folder)")
@@ -130,13 +139,41 @@ def run(args: argparse.Namespace, *, build_classifier: Callable[..., Any] | None
     :func:`encshield.evaluation.protocol.run_dae_protocol`)."""
     from rich.console import Console
 
-    from encshield.evaluation.protocol import run_dae_protocol
+    from encshield.evaluation.protocol import run_model_protocol
 
     console = Console()
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     log = None if args.quiet else (lambda line: console.print(f"[dim]{line}[/dim]"))
-    record = run_dae_protocol(
+    if getattr(args, "model", None) is not None:
+        if build_classifier is not None:
+            raise ConfigError("--model evaluates a stored classifier; it takes no builder")
+        record = run_model_protocol(
+            args.model, args.dataset, root=args.root, image_size=args.image_size,
+            perturbation_files=args.perturbation, whitebox=args.whitebox,
+            limit_test=args.limit_test, seed=args.seed, batch_size=args.batch_size,
+            clamp=not args.no_clamp, device=args.device, whitebox_limit=args.whitebox_limit,
+            test_split=args.test_split, keep_per_sample=not args.no_per_sample, log=log,
+        )
+    else:
+        record = _run_encoder(args, build_classifier, log)
+    ds = record.config["dataset"]
+    head = (f"model {args.model.name} ({record.config['head']['defense']})"
+            if getattr(args, "model", None) is not None else f"head {args.head}")
+    title = (f"{ds['name']} {ds['test']['split']} ({ds['test']['used']} images), {head}, "
+             f"{'clamped' if not args.no_clamp else 'UNCLAMPED'} (%, per sample)")
+    print_record(record, console=console, title=title)
+    path = record.save(args.output, include_per_sample=not args.no_per_sample)
+    console.print(f"wrote {path} (config hash {record.config_hash}, "
+                  f"{record.wall_time_s.get('total', 0.0):.1f} s)")
+    return 0
+
+
+def _run_encoder(args: argparse.Namespace, build_classifier: Callable[..., Any] | None,
+                 log: Callable[[str], None] | None) -> Any:
+    from encshield.evaluation.protocol import run_dae_protocol
+
+    return run_dae_protocol(
         args.encoder,
         args.dataset,
         root=args.root,
@@ -158,11 +195,3 @@ def run(args: argparse.Namespace, *, build_classifier: Callable[..., Any] | None
         build_classifier=build_classifier,
         log=log,
     )
-    ds = record.config["dataset"]
-    title = (f"{ds['name']} {ds['test']['split']} ({ds['test']['used']} images), head {args.head}, "
-             f"{'clamped' if not args.no_clamp else 'UNCLAMPED'} (%, per sample)")
-    print_record(record, console=console, title=title)
-    path = record.save(args.output, include_per_sample=not args.no_per_sample)
-    console.print(f"wrote {path} (config hash {record.config_hash}, "
-                  f"{record.wall_time_s.get('total', 0.0):.1f} s)")
-    return 0

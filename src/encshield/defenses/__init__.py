@@ -7,11 +7,12 @@
 * :mod:`encshield.defenses.base`: :data:`DEFENSES`, :class:`Defense` (pydantic ``Config``,
   ``fit(encoder, train, num_classes) -> DefenseResult``), :func:`build_defense`.
 * :mod:`encshield.defenses.adversarial`: the shared (adversarial) fine-tuning loop.
-* Registered defenses: ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1``.
+* Registered defenses: ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF
+  stage 1 only) and ``genaf`` (alias ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
 * :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
 * :mod:`encshield.defenses.genaf_stage2`: Gen-AF stage 2 building blocks (probe set, layer
   sensitivity, selection of the least sensitive layers, freezing by module identity, fine-tuning
-  of the chosen layers, interpolation); not yet registered as a defense.
+  of the chosen layers, interpolation) and the two-stage defense :class:`GenAF` built on them.
 """
 
 from encshield.defenses.losses import (
@@ -39,6 +40,7 @@ from encshield.defenses.pgd_at import PGDAdversarialTraining
 from encshield.defenses.trades import TRADES, TRADESConfig
 from encshield.defenses.mart import MART, MARTConfig
 from encshield.defenses.genaf import GenAFStage1, GenAFStage1Config
+from encshield.defenses.genaf_stage2 import GenAF, GenAFConfig
 from encshield.defenses.io import describe_head, load_classifier, save_classifier
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "DefenseResult",
     "FinetuningConfig",
     "FinetuningDefense",
+    "GenAF",
+    "GenAFConfig",
     "GenAFStage1",
     "GenAFStage1Config",
     "MARTConfig",

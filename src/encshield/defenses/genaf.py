@@ -25,6 +25,9 @@ parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
 inputs, attack-gradient leak) are not reproduced, whatever its value.
 
 Epochs default to the paper's 50 (ZePAD's copy uses 20); tests and the tiny tier override them.
+
+The names ``genaf`` / ``gen-af`` belong to the full two-stage defense
+(:class:`encshield.defenses.genaf_stage2.GenAF`, stage 1 here followed by stage 2).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class GenAFStage1Config(FinetuningConfig):
     )
 
 
-@DEFENSES.register("genaf_stage1", aliases=("genaf", "gen-af"))
+@DEFENSES.register("genaf_stage1")
 class GenAFStage1(FinetuningDefense):
     """Gen-AF stage 1: ``CE(z_adv, y) + lambda_gr * L_GR(A, B, y, CE(z_clean, y))``."""
 

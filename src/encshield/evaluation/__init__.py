@@ -29,6 +29,7 @@ from encshield.evaluation.protocol import (
     parse_budget,
     parse_whitebox,
     run_dae_protocol,
+    run_model_protocol,
     select_subset,
 )
 from encshield.evaluation.records import AttackMetrics, EvaluationRecord, PerSampleRecord
@@ -54,6 +55,7 @@ __all__ = [
     "parse_whitebox",
     "robust_accuracy",
     "run_dae_protocol",
+    "run_model_protocol",
     "select_subset",
     "summarize",
     "target_hit_rate",

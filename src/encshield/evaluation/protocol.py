@@ -61,6 +61,7 @@ __all__ = [
     "parse_whitebox",
     "predict",
     "run_dae_protocol",
+    "run_model_protocol",
     "select_subset",
 ]
 
@@ -1030,6 +1031,101 @@ def run_dae_protocol(
         batch_size=batch_size, clamp=clamp, device=device, whitebox_limit=whitebox_limit,
         subset_seed=seed, keep_per_sample=keep_per_sample, context=context,
         whitebox_attacks=whitebox_attacks, log=log,
+    )
+    if record.per_sample is not None and test_idx is not None:
+        record.per_sample.test_indices = test_idx.tolist()
+    stages = {k: round(v, 4) for k, v in timings.items()}
+    record.wall_time_s = {**stages, **record.wall_time_s,
+                          "total": round(time.perf_counter() - started_all, 4)}
+    return record
+
+
+def run_model_protocol(
+    model: str | os.PathLike[str],
+    dataset: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    perturbation_files: Sequence[str | os.PathLike[str]] = (),
+    whitebox: Sequence[WhiteboxSpec | str] = (),
+    limit_test: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    clamp: bool = True,
+    device: torch.device | str = "cpu",
+    whitebox_limit: int | None = None,
+    test_split: str = "test",
+    keep_per_sample: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationRecord:
+    """:func:`run_dae_protocol` for an already defended classifier file (no head training).
+
+    Loads ``model`` with :func:`encshield.defenses.load_classifier` (a file written by
+    ``encshield defend`` / :func:`~encshield.defenses.save_classifier`), loads only
+    ``dataset``'s ``test_split`` (default size: the classifier's encoder input size; optional
+    seeded class-stratified ``limit_test`` subset) and runs :func:`evaluate_classifier` with
+    the same perturbation / white-box options. ``record.config["model"]`` holds the file's path
+    and sha256 and the defense record stored in it; ``record.config["head"]["defense"]`` is the
+    stored defense's name.
+    """
+    from encshield import data
+    from encshield.checkpoints import sha256_file
+    from encshield.defenses.io import load_classifier
+
+    emit = log or (lambda line: None)
+    timings: dict[str, float] = {}
+    started_all = time.perf_counter()
+
+    started = time.perf_counter()
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    classifier, meta = load_classifier(path, device=device)
+    stored = meta.get("record") or {}
+    model_info = {"path": str(path), "sha256": sha256_file(path), "head": meta.get("head"),
+                  "code_version": meta.get("code_version"), "record": stored}
+    timings["load_model"] = time.perf_counter() - started
+    if image_size is None:
+        size = getattr(classifier.encoder, "input_size", None)
+        image_size = int(size[-1]) if size is not None else None
+
+    started = time.perf_counter()
+    test_full = data.load(dataset, test_split, root=root, image_size=image_size)
+    test_set, test_info, test_idx = _limited(test_full, limit_test, seed)
+    timings["load_data"] = time.perf_counter() - started
+    out_dim = (meta.get("head") or {}).get("out_dim")
+    if out_dim is not None and int(out_dim) != test_full.num_classes:
+        raise ConfigError(f"the model has {out_dim} outputs but {dataset} has "
+                          f"{test_full.num_classes} classes; evaluate on its downstream dataset")
+    emit(f"data: {dataset} {test_split} {len(test_set)} images at {test_set.image_size[1]} px "
+         f"({timings['load_data']:.1f} s)")
+
+    started = time.perf_counter()
+    loaded, perturbation_info = load_perturbations(perturbation_files)
+    timings["load_perturbations"] = time.perf_counter() - started
+
+    context = {
+        "protocol": "dae",
+        "seed": seed,
+        "encoder": describe_encoder(classifier.encoder),
+        "model": model_info,
+        "dataset": {
+            "name": dataset,
+            "root": None if root is None else str(root),
+            "image_size": image_size,
+            "num_classes": test_full.num_classes,
+            "class_names": list(test_full.class_names),
+            "test": test_info,
+        },
+        "head": {"defense": stored.get("name", "unknown"), "loaded_from": str(path),
+                 **dict(meta.get("head") or {})},
+        "perturbation_files": perturbation_info,
+    }
+    record = evaluate_classifier(
+        classifier, test_set.images, test_set.labels,
+        perturbations=loaded, whitebox=whitebox, batch_size=batch_size, clamp=clamp,
+        device=device, whitebox_limit=whitebox_limit, subset_seed=seed,
+        keep_per_sample=keep_per_sample, context=context, log=log,
     )
     if record.per_sample is not None and test_idx is not None:
         record.per_sample.test_indices = test_idx.tolist()
