@@ -28,7 +28,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -640,6 +640,17 @@ def _variance_hinge(z: Tensor, eps: float) -> Tensor:
     return F.relu(1.0 - std).mean()
 
 
+
+def _invariance_variance_covariance(
+    z1: Tensor, z2: Tensor, eps: float, cov_term: Callable[[Tensor], Tensor]
+) -> dict[str, Tensor]:
+    """The three terms shared by VICReg and VIbCReg; only the covariance term differs."""
+    return {
+        "invariance": F.mse_loss(z1, z2),
+        "variance": _variance_hinge(z1, eps) + _variance_hinge(z2, eps),
+        "covariance": cov_term(z1) + cov_term(z2),
+    }
+
 def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]:
     """The three unweighted terms of VICReg (Bardes, Ponce, LeCun, "VICReg:
     Variance-Invariance-Covariance Regularization for Self-Supervised Learning", ICLR 2022).
@@ -669,11 +680,7 @@ def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]
         cov = zc.T @ zc / (n - 1)
         return _off_diagonal(cov).pow(2).sum() / d
 
-    return {
-        "invariance": F.mse_loss(z1, z2),
-        "variance": _variance_hinge(z1, eps) + _variance_hinge(z2, eps),
-        "covariance": cov_term(z1) + cov_term(z2),
-    }
+    return _invariance_variance_covariance(z1, z2, eps, cov_term)
 
 
 def vicreg_loss(
@@ -724,11 +731,7 @@ def vibcreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor
         corr = zn.T @ zn
         return _off_diagonal(corr).pow(2).sum() / (d * d)
 
-    return {
-        "invariance": F.mse_loss(z1, z2),
-        "variance": _variance_hinge(z1, eps) + _variance_hinge(z2, eps),
-        "covariance": cov_term(z1) + cov_term(z2),
-    }
+    return _invariance_variance_covariance(z1, z2, eps, cov_term)
 
 
 def vibcreg_loss(
