@@ -426,6 +426,7 @@ def test_apgd_agrees_with_torchattacks(victim) -> None:  # noqa: ANN001
                                    loss=loss, seed=0)(x, y)
         results[loss] = (_accuracy(model, ours, y), _accuracy(model, theirs, y))
     weak = _accuracy(model, fgsm(model, x, y), y)
+    print(f"robust accuracy (ours, torchattacks): {results}; FGSM {weak}")  # shown with -s
     for loss, (ours_ra, theirs_ra) in results.items():
         assert abs(ours_ra - theirs_ra) <= 0.02, (loss, results)
         assert ours_ra < weak - 0.03, (loss, results, weak)
