@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from encshield.errors import ConfigError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="KEY=VALUE", help="override a config field (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its last checkpoint")
+    parser.add_argument("--stop-at-step", type=int, default=None, metavar="N",
+                        help="pause after N optimiser steps (full-run schedule), export the "
+                             "encoder as a snapshot; --resume continues")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_pretrain)
 
@@ -47,7 +52,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from encshield.ssl.trainer import PretrainConfig, pretrain
 
     config = load_config(PretrainConfig, args.config, args.overrides)
-    result = pretrain(config, resume=args.resume, progress=not args.no_progress)
+    if args.stop_at_step is not None and args.stop_at_step < 1:
+        raise ConfigError(f"--stop-at-step must be >= 1, got {args.stop_at_step}")
+    result = pretrain(config, resume=args.resume, progress=not args.no_progress,
+                      stop_at_step=args.stop_at_step)
     print(json.dumps(result, indent=2))
     return 0
 

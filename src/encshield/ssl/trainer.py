@@ -286,7 +286,8 @@ class Pretrainer:
         return {name: value.detach() for name, value in losses.items()}
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict[str, Any]:
+    def run(self, resume: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
+        """Train to the end of the schedule, or pause at ``stop_at_step`` (see :func:`pretrain`)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +315,8 @@ class Pretrainer:
         with Progress(*columns, disable=not self.progress) as bar:
             task = bar.add_task(f"{cfg.method} pre-training", total=self.total_steps,
                                 completed=self.step, info="")
-            while self.step < self.total_steps:
+            end = self.total_steps if stop_at_step is None else min(stop_at_step, self.total_steps)
+            while self.step < end:
                 losses = self.train_step()
                 window_images += cfg.batch_size
                 if self.step % cfg.log_every_steps == 0 or self.step == self.total_steps:
@@ -332,6 +334,8 @@ class Pretrainer:
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if epoch_end or self.step % cfg.checkpoint_every_steps == 0:
                     self.save_state()
+                elif self.step == end:
+                    self.save_state()
                 if epoch_end and cfg.knn.every_epochs and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0:
                     record = {"step": self.step, "epoch": self.step // self.steps_per_epoch, **self.knn()}
                     log.write(json.dumps(record) + "\n")
@@ -341,19 +345,28 @@ class Pretrainer:
         return self.finish(time.perf_counter() - started)
 
     def finish(self, seconds: float) -> dict[str, Any]:
+        """Export the encoder and the result record: ``encoder.safetensors`` + ``result.json``
+        at the end of the schedule, ``encoder-step{N}.safetensors`` + ``snapshot-step{N}.json``
+        for a run paused before its end (which ``--resume`` continues)."""
         from encshield.checkpoints import save_encoder
 
         cfg = self.config
         encoder = self.method.encoder
-        path = self.output_dir / "encoder.safetensors"
+        finished = self.step >= self.total_steps
+        suffix = "" if finished else f"-step{self.step}"
+        path = self.output_dir / f"encoder{suffix}.safetensors"
         sha256 = save_encoder(
             encoder.to("cpu").to(memory_format=torch.contiguous_format), path,
             ssl_method=cfg.method, pretrain_data=f"{cfg.data.name}/{cfg.data.split}",
             config_hash=config_hash(cfg),
+            extra={"step": self.step, "total_steps": self.total_steps,
+                   "epoch": self.step / self.steps_per_epoch},
         )
         encoder.to(self.device)
         result: dict[str, Any] = {
-            "encoder": str(path), "sha256": sha256, "steps": self.step, "epochs": cfg.epochs,
+            "encoder": str(path), "sha256": sha256, "steps": self.step,
+            "total_steps": self.total_steps, "finished": finished,
+            "epochs_done": self.step / self.steps_per_epoch, "epochs": cfg.epochs,
             "config_hash": config_hash(cfg), "seconds_this_session": round(seconds, 1),
             "versions": {"encshield": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},
@@ -362,10 +375,18 @@ class Pretrainer:
         }
         if cfg.knn.every_epochs:
             result.update(self.knn())
-        (self.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+        name = "result.json" if finished else f"snapshot-step{self.step}.json"
+        (self.output_dir / name).write_text(json.dumps(result, indent=2))
         return result
 
 
-def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) SSL pre-training; returns the result record (also in result.json)."""
-    return Pretrainer(config, progress=progress).run(resume=resume)
+def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True,
+             stop_at_step: int | None = None) -> dict[str, Any]:
+    """Run (or resume) SSL pre-training; returns the result record (also in result.json).
+
+    ``stop_at_step`` pauses the run after that many optimiser steps (the learning-rate schedule
+    is still the full run's): the state is checkpointed, the encoder exported as a snapshot
+    (``encoder-step{N}.safetensors``, ``snapshot-step{N}.json``) and ``--resume`` continues it.
+    Not part of the config, so it changes neither the trajectory nor the config hash.
+    """
+    return Pretrainer(config, progress=progress).run(resume=resume, stop_at_step=stop_at_step)
