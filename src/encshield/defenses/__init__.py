@@ -7,7 +7,7 @@
 * :mod:`encshield.defenses.base`: :data:`DEFENSES`, :class:`Defense` (pydantic ``Config``,
   ``fit(encoder, train, num_classes) -> DefenseResult``), :func:`build_defense`.
 * :mod:`encshield.defenses.adversarial`: the shared (adversarial) fine-tuning loop.
-* Registered defenses: ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF
+* Registered defenses: ``none`` (frozen encoder + trained head, :class:`NoDefense`), ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF
   stage 1 only) and ``genaf`` (alias ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
 * :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
 * :mod:`encshield.defenses.genaf_stage2`: Gen-AF stage 2 building blocks (probe set, layer
@@ -35,6 +35,7 @@ from encshield.defenses.adversarial import (
     FinetuningDefense,
     check_no_parameter_grads,
 )
+from encshield.defenses.none import NoDefense, NoDefenseConfig
 from encshield.defenses.standard import StandardFinetuning
 from encshield.defenses.pgd_at import PGDAdversarialTraining
 from encshield.defenses.trades import TRADES, TRADESConfig
@@ -46,6 +47,8 @@ from encshield.defenses.io import describe_head, load_classifier, save_classifie
 __all__ = [
     "DEFENSES",
     "MART",
+    "NoDefense",
+    "NoDefenseConfig",
     "TRADES",
     "AttackSettings",
     "Defense",

@@ -1,6 +1,7 @@
 """The one shared (adversarial) fine-tuning loop of every fine-tuning defense.
 
-Per epoch, over mini-batches shuffled by a generator seeded with the run's seed:
+Per epoch, over mini-batches shuffled by a generator seeded with the run's seed, one
+:meth:`FinetuningDefense.train_step` per batch:
 
 1. optional inner attack (:meth:`FinetuningDefense.attack`): L-inf PGD from
    :func:`encshield.attacks.whitebox.pgd` (Madry et al., ICLR 2018) with ``keep_best="last"``.
@@ -137,6 +138,44 @@ class FinetuningDefense(Defense):
         if not self.config.train_encoder:  # type: ignore[attr-defined]
             model.encoder.eval()
 
+    def train_step(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        *,
+        seed: int = 0,
+        step: int = 0,
+        epoch: int = 0,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """One update of the shared loop on the batch ``(x, y)`` (what :meth:`fit` runs per batch).
+
+        Train mode, the inner attack (if :attr:`uses_attack`; random start seeded with
+        ``seed * 1_000_003 + step``) followed by the no-parameter-gradient check and the
+        ``"after_attack"`` event, the train-mode :meth:`loss`, ``backward``, one step of each
+        optimiser; gradients are left as ``None``. ``epoch`` only goes into the event.
+
+        Returns:
+            The (detached) scalar loss and the loss parts of the hook.
+        """
+        self._train_mode(model)
+        x_adv = None
+        if self.uses_attack:
+            x_adv = self.attack(model, x, y, seed * 1_000_003 + step)
+            check_no_parameter_grads(model)
+            self._emit("after_attack", model=model, step=step, epoch=epoch, x=x, x_adv=x_adv)
+        self._train_mode(model)
+        loss, parts = self.loss(model, x, x_adv, y)
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        return loss.detach(), parts
+
     def _initial_head(self, encoder: Encoder, train: ImageDataset, num_classes: int, seed: int,
                       device: torch.device | str) -> nn.Module:
         cfg: FinetuningConfig = self.config  # type: ignore[assignment]
@@ -220,24 +259,10 @@ class FinetuningDefense(Defense):
                 part_sums: dict[str, float] = {}
                 for x, y in train.batches(cfg.batch_size, shuffle=True, generator=generator,
                                           device=device):
-                    self._train_mode(model)
-                    x_adv = None
-                    if self.uses_attack:
-                        x_adv = self.attack(model, x, y, seed * 1_000_003 + step)
-                        check_no_parameter_grads(model)
-                        self._emit("after_attack", model=model, step=step, epoch=epoch, x=x,
-                                   x_adv=x_adv)
-                    self._train_mode(model)
-                    loss, parts = self.loss(model, x, x_adv, y)
-                    for opt in optimizers.values():
-                        opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    for opt in optimizers.values():
-                        opt.step()
-                    for opt in optimizers.values():
-                        opt.zero_grad(set_to_none=True)
+                    loss, parts = self.train_step(model, x, y, optimizers, seed=seed,
+                                                  step=step, epoch=epoch)
                     n = int(y.shape[0])
-                    total += float(loss.detach()) * n
+                    total += float(loss) * n
                     count += n
                     for key, value in parts.items():
                         part_sums[key] = part_sums.get(key, 0.0) + float(value) * n
