@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,3 +89,20 @@ def config_hash(config: BaseModel) -> str:
     """sha256 (first 16 hex digits) of the canonical JSON of a config."""
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_FRACTION = re.compile(r"^\s*[+-]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
+
+
+def parse_fractions(value: Any) -> Any:
+    """Recursively replace strings such as ``"8/255"`` by their float value."""
+    if isinstance(value, dict):
+        return {k: parse_fractions(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [parse_fractions(v) for v in value]
+    if isinstance(value, str) and _FRACTION.match(value):
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except ZeroDivisionError:
+            raise ConfigError(f"{value!r}: division by zero") from None
+    return value

@@ -19,12 +19,14 @@ from encshield.errors import EncshieldError
 def build_parser() -> argparse.ArgumentParser:
     from encshield.cli import (
         attack_cmd,
+        bench_cmd,
         data_cmd,
         defend_cmd,
         encoder_cmd,
         evaluate_cmd,
         pretrain_cmd,
         quickstart_cmd,
+        report_cmd,
         zoo_cmd,
     )
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module in (
         quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, defend_cmd,
-        evaluate_cmd, zoo_cmd,
+        evaluate_cmd, bench_cmd, report_cmd, zoo_cmd,
     ):
         module.register(subparsers)
     return parser

@@ -23,31 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from encshield.config import parse_fractions
 from encshield.errors import ConfigError
 
 __all__ = ["flatten_config", "parse_data", "parse_fractions", "register"]
-
-_FRACTION = re.compile(r"^\s*[+-]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
-
-
-def parse_fractions(value: Any) -> Any:
-    """Recursively replace strings such as ``"8/255"`` by their float value."""
-    if isinstance(value, dict):
-        return {k: parse_fractions(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [parse_fractions(v) for v in value]
-    if isinstance(value, str) and _FRACTION.match(value):
-        try:
-            return float(Fraction(value.replace(" ", "")))
-        except ZeroDivisionError:
-            raise ConfigError(f"{value!r}: division by zero") from None
-    return value
-
 
 def parse_data(text: str) -> tuple[str, str]:
     """``"cifar10:train"`` -> ``("cifar10", "train")``; the split defaults to ``train``."""

@@ -1,0 +1,310 @@
+"""The benchmark matrix: a YAML file validated into a :class:`BenchConfig`, expanded into cells.
+
+A bench config names encoders x universal attacks (at one or more budgets) x defenses x
+downstream datasets x seeds, plus the white-box rows every table needs::
+
+    name: quickstart
+    encoders: [zoo:simclr-cifar10-r18w16]
+    surrogate: {dataset: tiny_imagenet, split: val, limit: 2000}
+    attacks: [uap, ssp, pap, {name: advencoder, set: {epochs: 5}}]
+    eps: [10/255]
+    whitebox: ["pgd:eps=8/255,steps=10"]
+    defenses: [none, {name: pgd_at, set: {epochs: 2}}]
+    datasets: [{name: cifar10, limit_train: 5000, limit_test: 1000}]
+    seeds: [0, 1]
+
+:func:`validate_bench` checks every name, budget and dataset **before any work** and raises a
+:class:`~encshield.errors.ConfigError` naming the field, the value and the allowed values.
+:func:`expand` turns the config into cells (:class:`Cell`): one ``attack`` cell per encoder x
+attack x budget (fitted once, on the surrogate set), one ``model`` cell per encoder x defense x
+dataset x seed (defended once) and one ``evaluate`` cell per model cell (every perturbation of
+its encoder plus the white-box rows). A cell's id is the hash of everything that determines its
+result, including the ids of the cells it depends on, so a changed setting never reuses a stale
+result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from encshield.config import apply_overrides, parse_fractions, validate
+from encshield.errors import ConfigError
+
+__all__ = [
+    "AttackEntry",
+    "BenchConfig",
+    "Cell",
+    "DatasetEntry",
+    "DefenseEntry",
+    "SurrogateEntry",
+    "budget_label",
+    "expand",
+    "load_bench_config",
+    "validate_bench",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SurrogateEntry(_Strict):
+    """The attacker's surrogate data (disjoint from the downstream data)."""
+
+    dataset: str = "tiny_imagenet"
+    split: str = "val"
+    limit: int | None = Field(5000, ge=1)
+
+
+class AttackEntry(_Strict):
+    """A universal attack of :data:`encshield.attacks.universal.UNIVERSAL_ATTACKS`."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
+
+
+class DefenseEntry(_Strict):
+    """A defense of :data:`encshield.defenses.DEFENSES` with config overrides."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
+
+
+class DatasetEntry(_Strict):
+    """A downstream dataset: train split for the defense, test split for the evaluation."""
+
+    name: str
+    train_split: str = "train"
+    test_split: str = "test"
+    limit_train: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)
+
+
+def _entries(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class BenchConfig(_Strict):
+    """One benchmark matrix (see the module docstring). Budgets accept ``10/255``."""
+
+    name: str = "bench"
+    encoders: list[str] = Field(min_length=1)
+    surrogate: SurrogateEntry = Field(default_factory=SurrogateEntry)
+    attacks: list[AttackEntry] = Field(default_factory=list)
+    eps: list[float] = Field(default_factory=lambda: [10 / 255], min_length=1)
+    attack_seed: int = 0
+    whitebox: list[str] = Field(default_factory=list)
+    whitebox_limit: int | None = Field(500, ge=0)
+    defenses: list[DefenseEntry] = Field(default_factory=lambda: [DefenseEntry(name="none")],
+                                         min_length=1)
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    image_size: int | None = Field(None, ge=8)
+    batch_size: int = Field(256, ge=1)
+    workers: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch threads per worker "
+                                "(default: CPU cores // workers)")
+    device: str = "cpu"
+    data_root: str | None = None
+
+    _normalise = field_validator("attacks", "defenses", "datasets", mode="before")(
+        classmethod(lambda cls, v: _entries(v)))
+
+    @field_validator("eps")
+    @classmethod
+    def _budgets_in_range(cls, values: list[float]) -> list[float]:
+        for i, eps in enumerate(values):
+            if not 0.0 < eps <= 1.0:
+                raise ValueError(f"eps[{i}] = {eps!r} must lie in (0, 1], e.g. 10/255")
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"seeds {values} contain duplicates")
+        return values
+
+
+def load_bench_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None,
+                      raw: dict[str, Any] | None = None) -> BenchConfig:
+    """Read a bench YAML file (or ``raw``), apply ``--set`` overrides, validate the schema.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown field or bad value.
+    """
+    data: dict[str, Any] = dict(raw or {})
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"bench config {file} does not exist")
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"bench config {file} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"bench config {file} must hold a mapping of settings")
+        data.update(loaded)
+    data = parse_fractions(apply_overrides(data, list(overrides or [])))
+    return validate(BenchConfig, data)
+
+
+def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
+    """Check every name and resource of ``config``; raise before any work is done.
+
+    Checks: attack names and their overrides, defense names and their overrides, white-box
+    specs, dataset names, and (``check_files``) that every encoder file or zoo entry and every
+    dataset (surrogate included) can be found under the data root.
+
+    Raises:
+        ConfigError: naming the field (e.g. ``attacks[2].name``), the value and the allowed values.
+    """
+    from encshield.attacks.universal import UNIVERSAL_ATTACKS
+    from encshield.data.api import DATASETS
+    from encshield.defenses import DEFENSES, build_defense
+    from encshield.evaluation.protocol import _resolve_whitebox, _validate_spec, parse_whitebox
+
+    def check(where: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+    for i, attack in enumerate(config.attacks):
+        cls = check(f"attacks[{i}].name", lambda a=attack: UNIVERSAL_ATTACKS.get(a.name))
+        check(f"attacks[{i}].set", lambda a=attack, c=cls: c(None, **parse_fractions(a.set)))
+    rows = [a.row for a in config.attacks]
+    if len(set(rows)) != len(rows):
+        raise ConfigError(f"attacks: row names {rows} repeat; give repeated attacks a label")
+    for i, defense in enumerate(config.defenses):
+        check(f"defenses[{i}].name", lambda d=defense: DEFENSES.get(d.name))
+        check(f"defenses[{i}].set",
+              lambda d=defense: build_defense(d.name, parse_fractions(d.set)))
+    rows = [d.row for d in config.defenses]
+    if len(set(rows)) != len(rows):
+        raise ConfigError(f"defenses: row names {rows} repeat; give repeated defenses a label")
+    for i, text in enumerate(config.whitebox):
+        spec = check(f"whitebox[{i}]", lambda t=text: parse_whitebox(t))
+        fn = check(f"whitebox[{i}]", lambda s=spec: _resolve_whitebox(s.name, None))
+        check(f"whitebox[{i}]", lambda f=fn, s=spec: _validate_spec(f, s))
+    names = [("surrogate.dataset", config.surrogate.dataset)]
+    names += [(f"datasets[{i}].name", d.name) for i, d in enumerate(config.datasets)]
+    for where, name in names:
+        check(where, lambda n=name: DATASETS.canonical(n))
+    if not check_files:
+        return
+    from encshield import data
+
+    found = set(data.available(config.data_root))
+    for where, name in names:
+        if DATASETS.canonical(name) not in found:
+            raise ConfigError(
+                f"{where}: dataset {name!r} was not found under the data root "
+                f"({config.data_root or os.environ.get('ENCSHIELD_DATA') or 'the user data dir'}); "
+                f"found: {', '.join(sorted(found)) or 'none'}. Set ENCSHIELD_DATA / data_root, or "
+                f"run `encshield data download {name}`")
+    for i, spec in enumerate(config.encoders):
+        check(f"encoders[{i}]", lambda s=spec: encoder_identity(s))
+
+
+def encoder_identity(spec: str) -> dict[str, str]:
+    """``{"spec", "sha256"}`` of an encoder given as ``zoo:NAME`` or a checkpoint path."""
+    from encshield.checkpoints import sha256_file
+
+    if spec.startswith("zoo:"):
+        from encshield import zoo
+
+        entry = zoo.entry(spec[4:])
+        return {"spec": spec, "sha256": entry.sha256}
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"encoder {spec!r} is neither 'zoo:NAME' nor an existing checkpoint file")
+    return {"spec": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def budget_label(eps: float) -> str:
+    """``10/255`` -> ``"10"`` (budgets in units of 1/255, used in row names ``uap@10``)."""
+    value = eps * 255
+    return f"{round(value)}" if abs(value - round(value)) < 1e-6 else f"{value:.3g}"
+
+
+CellKind = Literal["attack", "model", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work. ``params`` fully determine its result; ``deps`` are cell ids."""
+
+    kind: CellKind
+    params: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    title: str = ""
+    id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            text = json.dumps({"kind": self.kind, "params": self.params, "deps": self.deps},
+                              sort_keys=True, separators=(",", ":"), default=str)
+            object.__setattr__(self, "id", hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = None) -> list[Cell]:
+    """The cells of ``config`` in dependency order (attacks and models before evaluations).
+
+    Args:
+        encoders: ``{spec: encoder_identity(spec)}``; computed when not given.
+    """
+    identities = encoders or {spec: encoder_identity(spec) for spec in config.encoders}
+    cells: list[Cell] = []
+    attack_cells: dict[str, list[Cell]] = {}
+    for spec in config.encoders:
+        enc = identities[spec]
+        attack_cells[spec] = []
+        for attack in config.attacks:
+            for eps in config.eps:
+                row = attack.row if len(config.eps) == 1 else f"{attack.row}@{budget_label(eps)}"
+                cell = Cell("attack", {
+                    "encoder": enc, "attack": attack.name, "set": parse_fractions(attack.set),
+                    "eps": eps, "row": row, "surrogate": config.surrogate.model_dump(),
+                    "seed": config.attack_seed, "image_size": config.image_size,
+                }, title=f"fit {row} on {Path(enc['spec']).name}")
+                attack_cells[spec].append(cell)
+                cells.append(cell)
+    for spec in config.encoders:
+        enc = identities[spec]
+        for dataset in config.datasets:
+            for defense in config.defenses:
+                for seed in config.seeds:
+                    model = Cell("model", {
+                        "encoder": enc, "defense": defense.name, "row": defense.row,
+                        "set": parse_fractions(defense.set), "dataset": dataset.model_dump(),
+                        "seed": seed, "image_size": config.image_size,
+                    }, title=f"{defense.row} on {dataset.name} seed {seed}")
+                    cells.append(model)
+                    deps = (model.id, *(c.id for c in attack_cells[spec]))
+                    cells.append(Cell("evaluate", {
+                        "whitebox": list(config.whitebox), "whitebox_limit": config.whitebox_limit,
+                        "dataset": dataset.model_dump(), "seed": seed,
+                        "batch_size": config.batch_size, "image_size": config.image_size,
+                    }, deps=deps, title=f"evaluate {defense.row} on {dataset.name} seed {seed}"))
+    return cells

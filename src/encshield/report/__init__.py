@@ -1,0 +1,277 @@
+"""``encshield report``: tables, charts and exports of an ``encshield bench`` results store.
+
+Usage from Python::
+
+    from encshield.report import markdown_tables, write_report
+
+    paths = write_report("results.db")            # -> {"md": ..., "html": ..., ...}
+    print(markdown_tables("results.db"))          # the result tables as Markdown
+
+:func:`load_report` reads a store (read-only) into a :class:`ReportData`;
+:mod:`encshield.report.aggregate` turns its metric rows into per-seed statistics and tables;
+:mod:`~encshield.report.markdown`, :mod:`~encshield.report.html`, :mod:`~encshield.report.svg` and
+:mod:`~encshield.report.export` render them. The HTML page is self-contained (images as base64,
+charts as inline SVG, inline CSS, no scripts, no external resources).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encshield.errors import ConfigError
+from encshield.report.aggregate import (
+    AggregateRow,
+    ResultTable,
+    aggregate,
+    build_tables,
+    short_name,
+    slug,
+)
+
+__all__ = [
+    "FORMATS",
+    "PerturbationImage",
+    "ReportData",
+    "default_output_dir",
+    "load_report",
+    "markdown_tables",
+    "write_report",
+]
+
+FORMATS = ("md", "html", "csv", "json")
+"""Output formats of :func:`write_report`."""
+
+
+@dataclass(frozen=True)
+class PerturbationImage:
+    """The PNG of one fitted universal perturbation or patch (an ``attack`` cell's artifact)."""
+
+    cell_id: str
+    encoder: str
+    row: str
+    attack: str
+    eps: float | None
+    kind: str  # "additive", "patch" or "" (unknown)
+    path: Path
+    sha256: str
+
+    @property
+    def file_name(self) -> str:
+        """A unique, file-system safe name for copies of the image."""
+        return f"{slug(short_name(self.encoder))}-{slug(self.row)}-{self.cell_id[:8]}.png"
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, read from one results store."""
+
+    db_path: Path
+    name: str
+    config: dict[str, Any]
+    created: str | None
+    generated: str
+    cells: list[Any]
+    metric_rows: list[dict[str, Any]]
+    aggregated: list[AggregateRow]
+    tables: list[ResultTable]
+    images: list[PerturbationImage] = field(default_factory=list)
+    missing_images: list[str] = field(default_factory=list)
+
+    @property
+    def total_wall_time_s(self) -> float:
+        return float(sum(cell.wall_time_s for cell in self.cells))
+
+    @property
+    def cell_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for cell in self.cells:
+            counts[cell.kind] = counts.get(cell.kind, 0) + 1
+        return counts
+
+    @property
+    def encoders(self) -> dict[str, str]:
+        """``{encoder spec: sha256}`` of every encoder the cells name."""
+        found: dict[str, str] = {}
+        for cell in self.cells:
+            enc = cell.params.get("encoder")
+            if isinstance(enc, dict) and enc.get("spec"):
+                found.setdefault(str(enc["spec"]), str(enc.get("sha256", "")))
+        if not found:  # no cell names one: the config's specs, sha256 unknown
+            found = {str(spec): "" for spec in self.config.get("encoders") or []}
+        return found
+
+
+def default_output_dir(db_path: str | os.PathLike[str]) -> Path:
+    """``results.db`` -> ``results.report/`` next to it."""
+    path = Path(db_path)
+    return path.with_name(path.stem + ".report")
+
+
+def _open_store(db_path: str | os.PathLike[str]) -> Any:
+    from encshield.bench.store import ResultsStore
+
+    return ResultsStore(db_path, readonly=True)
+
+
+def load_report(source: Any) -> ReportData:
+    """Read a results store (a path or an open :class:`~encshield.bench.store.ResultsStore`).
+
+    Raises:
+        ConfigError: the file is missing or not a results store, or holds no evaluation yet.
+    """
+    from encshield.bench.store import ResultsStore
+
+    if isinstance(source, ResultsStore):
+        return _read(source)
+    with _open_store(source) as store:
+        return _read(store)
+
+
+def _read(store: Any) -> ReportData:
+    config = store.meta("config") or {}
+    if not isinstance(config, dict):
+        config = {}
+    cells = list(store.cells())
+    rows = store.metrics()
+    if not rows:
+        raise ConfigError(
+            f"results store {store.path} holds no evaluation results yet ({len(cells)} finished "
+            f"cell(s), none of them an evaluation with metrics); run `encshield bench --config "
+            f"FILE` until at least one evaluate cell has finished, then report again")
+    aggregated = aggregate(rows, config)
+    images, missing = _images(cells, store.artifacts)
+    return ReportData(
+        db_path=Path(store.path), name=str(config.get("name") or Path(store.path).stem),
+        config=config, created=store.meta("created"),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %z"), cells=cells, metric_rows=rows,
+        aggregated=aggregated, tables=build_tables(aggregated, config), images=images,
+        missing_images=missing)
+
+
+def _images(cells: Iterable[Any], root: Path) -> tuple[list[PerturbationImage], list[str]]:
+    images: list[PerturbationImage] = []
+    missing: list[str] = []
+    for cell in cells:
+        if cell.kind != "attack" or "png" not in cell.artifacts:
+            continue
+        artifact = cell.artifacts["png"]
+        path = root / artifact["path"]
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        params, result = cell.params, cell.result
+        meta = result.get("perturbation") if isinstance(result.get("perturbation"), dict) else {}
+        kind = meta.get("perturbation_kind")
+        if not kind and "perturbation" in cell.artifacts:
+            kind = _perturbation_kind(root / cell.artifacts["perturbation"]["path"])
+        images.append(PerturbationImage(
+            cell_id=cell.id, encoder=str((params.get("encoder") or {}).get("spec", "")),
+            row=str(params.get("row") or result.get("row") or params.get("attack")),
+            attack=str(params.get("attack") or result.get("attack")),
+            eps=params.get("eps", result.get("eps")), kind=str(kind or ""), path=path,
+            sha256=str(artifact.get("sha256", ""))))
+    return images, missing
+
+
+def _perturbation_kind(path: Path) -> str | None:
+    """``additive`` or ``patch``, read from a perturbation file's safetensors header (no torch);
+    ``None`` when the file is missing or not an encshield perturbation."""
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= 1 << 24:
+                return None
+            header = json.loads(handle.read(size))
+        meta = json.loads(header["__metadata__"]["encshield"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kind = meta.get("perturbation_kind") if isinstance(meta, dict) else None
+    return str(kind) if kind else None
+
+
+def markdown_tables(source: Any) -> str:
+    """The result tables (BA, RA per attack, fooling rate) of a store as Markdown text.
+
+    ``source``: a results-store path, an open ``ResultsStore`` or a :class:`ReportData`.
+    """
+    from encshield.report.markdown import render_tables
+
+    data = source if isinstance(source, ReportData) else load_report(source)
+    return render_tables(data)
+
+
+def write_report(db_path: str | os.PathLike[str] | ReportData,
+                 output_dir: str | os.PathLike[str] | None = None,
+                 formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write the report of a results store; return ``{name: path}`` of the files written.
+
+    Args:
+        db_path: the results store (or an already loaded :class:`ReportData`).
+        output_dir: default ``RESULTS.report/`` next to the store.
+        formats: any of :data:`FORMATS`. ``md`` writes ``report.md`` plus ``images/*.png`` and
+            ``charts/*.svg`` it links; ``html`` a self-contained ``report.html``; ``csv``
+            ``metrics.csv`` (raw rows) and ``aggregate.csv``; ``json`` ``report.json``.
+    Returns:
+        keys ``md``, ``html``, ``csv``, ``csv_aggregate``, ``json`` (those written).
+    Raises:
+        ConfigError: unknown format, unreadable store, or no results in it.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"report formats {list(formats)}: unknown or empty; choose from "
+                          f"{', '.join(FORMATS)}")
+    data = db_path if isinstance(db_path, ReportData) else load_report(db_path)
+    out = Path(output_dir) if output_dir is not None else default_output_dir(data.db_path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the report folder {out}: {error}; pass another "
+                          f"--output-dir") from None
+    written: dict[str, Path] = {}
+    if "md" in formats:
+        written["md"] = _write_markdown(data, out)
+    if "html" in formats:
+        from encshield.report.html import render_html
+
+        written["html"] = _write_text(out / "report.html", render_html(data))
+    if "csv" in formats:
+        from encshield.report.export import aggregate_csv, metrics_csv
+
+        written["csv"] = _write_text(out / "metrics.csv", metrics_csv(data.metric_rows))
+        written["csv_aggregate"] = _write_text(out / "aggregate.csv",
+                                               aggregate_csv(data.aggregated))
+    if "json" in formats:
+        from encshield.report.export import report_json_text
+
+        written["json"] = _write_text(out / "report.json", report_json_text(data))
+    return written
+
+
+def _write_markdown(data: ReportData, out: Path) -> Path:
+    from encshield.report.markdown import render_markdown
+    from encshield.report.svg import report_charts
+
+    (out / "images").mkdir(exist_ok=True)
+    for image in data.images:
+        shutil.copyfile(image.path, out / "images" / image.file_name)
+    charts = report_charts(data.tables)
+    if charts:
+        (out / "charts").mkdir(exist_ok=True)
+    for chart in charts:
+        _write_text(out / "charts" / chart.file_name, chart.svg)
+    return _write_text(out / "report.md", render_markdown(data, charts))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write atomically (temporary file + rename), so a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,140 @@
+"""Machine-readable exports: CSV of the raw metric rows and of the aggregated table, and JSON.
+
+``report.json`` holds the bench config, every cell (id, kind, title, params, deps, config hash,
+result without its bulky parts, artifacts, versions, machine, device, wall time, finish time) and
+the aggregated tables. Bulky parts are per-sample predictions and long lists (e.g. per-step
+losses), which are replaced by a short summary; the store keeps the full values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from encshield.report.aggregate import METRICS, AggregateRow, ResultTable
+
+if TYPE_CHECKING:
+    from encshield.report import ReportData
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "JSON_SCHEMA_VERSION",
+    "MAX_LIST",
+    "aggregate_csv",
+    "metrics_csv",
+    "report_json",
+    "report_json_text",
+    "slim",
+]
+
+JSON_SCHEMA_VERSION = 1
+MAX_LIST = 32
+"""Lists longer than this are summarised in ``report.json``."""
+
+_BULKY_KEYS = frozenset({"per_sample"})
+
+AGGREGATE_COLUMNS = (
+    "encoder", "dataset", "defense", "row", "kind", "attack", "eps", "n_seeds", "seeds",
+    "num_samples",
+    *(f"{metric}_{part}" for metric in METRICS for part in ("mean", "std", "min", "max")),
+)
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+    return buffer.getvalue()
+
+
+def metrics_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The raw ``metrics`` rows of the store (one per evaluate cell and attack row), as CSV."""
+    from encshield.bench.store import METRIC_COLUMNS
+
+    return _csv(METRIC_COLUMNS, ([row.get(c) for c in METRIC_COLUMNS] for row in rows))
+
+
+def _aggregate_values(row: AggregateRow) -> list[Any]:
+    values: list[Any] = [row.encoder, row.dataset, row.defense, row.row, row.kind, row.attack,
+                         row.eps, row.n_seeds, " ".join(map(str, row.seeds)), row.num_samples]
+    for metric in METRICS:
+        stat = row.stat(metric)
+        values += [None, None, None, None] if stat is None else [
+            stat.mean, stat.std, stat.min, stat.max]
+    return values
+
+
+def aggregate_csv(rows: Iterable[AggregateRow]) -> str:
+    """The aggregated rows (mean, sample std, min, max over seeds per metric), as CSV."""
+    return _csv(AGGREGATE_COLUMNS, (_aggregate_values(row) for row in rows))
+
+
+def slim(value: Any) -> Any:
+    """``value`` without bulky parts: per-sample data dropped, lists over :data:`MAX_LIST` items
+    summarised as ``{"omitted": "list of N items", "first": ..., "last": ...}``."""
+    if isinstance(value, Mapping):
+        return {k: slim(v) for k, v in value.items() if k not in _BULKY_KEYS}
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_LIST:
+            return {"omitted": f"list of {len(value)} items", "first": slim(value[0]),
+                    "last": slim(value[-1])}
+        return [slim(v) for v in value]
+    return value
+
+
+def _cell_json(cell: Any) -> dict[str, Any]:
+    return {
+        "id": cell.id, "kind": cell.kind, "title": cell.title, "params": cell.params,
+        "deps": cell.deps, "config_hash": cell.config_hash, "result": slim(cell.result),
+        "artifacts": cell.artifacts, "versions": cell.versions, "machine": cell.machine,
+        "device": cell.device, "wall_time_s": cell.wall_time_s, "finished": cell.finished,
+    }
+
+
+def _table_json(table: ResultTable) -> dict[str, Any]:
+    return {
+        "encoder": table.encoder, "dataset": table.dataset, "defenses": list(table.defenses),
+        "seeds": list(table.seeds),
+        "columns": [{"row": c.row, "kind": c.kind, "attack": c.attack, "eps": c.eps}
+                    for c in table.columns],
+        "rows": [row.to_dict() for d in table.defenses for c in table.columns
+                 if (row := table.get(d, c.row)) is not None],
+    }
+
+
+def report_json(data: ReportData) -> dict[str, Any]:
+    """The JSON document of ``report.json`` (see the module docstring)."""
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "name": data.name,
+        "store": str(data.db_path),
+        "created": data.created,
+        "generated": data.generated,
+        "total_wall_time_s": data.total_wall_time_s,
+        "encoders": data.encoders,
+        "config": data.config,
+        "cells": [_cell_json(cell) for cell in data.cells],
+        "tables": [_table_json(table) for table in data.tables],
+    }
+
+
+def report_json_text(data: ReportData) -> str:
+    """:func:`report_json` as indented, standard JSON text (no ``NaN``)."""
+    return json.dumps(_finite(report_json(data)), indent=2, default=str, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with ``nan``/``inf`` replaced by ``None`` (standard JSON)."""
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,181 @@
+"""The self-contained HTML report: one file, inline CSS, inline SVG charts, base64 images.
+
+No scripts and no external resources. Every text taken from the store is escaped with
+:func:`html.escape`; each cell's exact configuration sits in a collapsible ``<details>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from html import escape
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
+
+from encshield.report.aggregate import (
+    ResultTable,
+    fooling_matrix,
+    format_budget,
+    format_duration,
+    short_name,
+    table_matrix,
+)
+from encshield.report.export import slim
+from encshield.report.svg import Chart, report_charts
+
+if TYPE_CHECKING:
+    from encshield.report import PerturbationImage, ReportData
+
+__all__ = ["STYLE", "render_html"]
+
+STYLE = """
+body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #4e79a7; padding-bottom: .3em; }
+h2 { font-size: 1.3em; margin-top: 2em; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
+dl.meta dt { font-weight: bold; }
+dl.meta dd { margin: 0; }
+table { border-collapse: collapse; margin: .8em 0 1.5em; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; }
+th { background: #eef2f7; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+caption { caption-side: top; text-align: left; padding-bottom: .4em; color: #555; }
+code, pre { font-family: Menlo, Consolas, monospace; font-size: .88em; }
+pre { background: #f6f8fa; padding: .6em; overflow-x: auto; border: 1px solid #e1e4e8; }
+.gallery { display: flex; flex-wrap: wrap; gap: 1em; }
+.gallery figure { margin: 0; border: 1px solid #ddd; padding: .5em; text-align: center; }
+.gallery img { width: 160px; height: 160px; image-rendering: pixelated;
+               background: #f0f0f0; object-fit: contain; }
+figure.chart { margin: 1em 0; }
+figcaption { font-size: .85em; color: #555; }
+details { border: 1px solid #ddd; margin: .4em 0; padding: .3em .6em; }
+summary { cursor: pointer; }
+.muted { color: #777; }
+"""
+
+_KIND_LABELS = {"universal": "RA under universal attacks (DAE)",
+                "encoder": "RA under encoder attacks", "whitebox": "RA under white-box attacks"}
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _header(data: ReportData) -> str:
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(data.cell_counts.items()))
+    encoders = "<br>".join(f"<code>{_e(spec)}</code> sha256 <code>{_e(sha or 'unknown')}</code>"
+                           for spec, sha in data.encoders.items())
+    items = [("date", f"{data.generated} (report)"
+              + (f", store created {data.created}" if data.created else "")),
+             ("results store", str(data.db_path)),
+             ("cells", f"{len(data.cells)} ({counts})"),
+             ("total wall time", format_duration(data.total_wall_time_s))]
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
+    return (f"<header><h1>encshield bench report: {_e(data.name)}</h1>"
+            f'<dl class="meta">{rows}<dt>encoders</dt><dd>{encoders}</dd></dl></header>')
+
+
+def _head_rows(table: ResultTable) -> str:
+    """Two header rows: kind groups (colspan) over the attack columns' names."""
+    columns = table.attack_columns
+    first = '<tr><th rowspan="2">defense</th><th rowspan="2">BA</th>'
+    for kind, group in groupby(columns, key=lambda c: c.kind):
+        span = len(list(group))
+        first += f'<th colspan="{span}">{_e(_KIND_LABELS.get(kind, kind))}</th>'
+    second = "".join(f"<th><code>{_e(c.row)}</code></th>" for c in columns)
+    return f"{first}</tr><tr>{second}</tr>" if columns else first + "</tr><tr></tr>"
+
+
+def _body(rows: Sequence[Sequence[str]]) -> str:
+    return "".join("<tr><th>" + _e(row[0]) + "</th>"
+                   + "".join(f'<td class="num">{_e(v)}</td>' for v in row[1:]) + "</tr>"
+                   for row in rows)
+
+
+def _table_section(table: ResultTable) -> str:
+    _, rows = table_matrix(table)
+    seeds = table.seeds
+    note = (f"one seed ({seeds[0]})" if len(seeds) == 1 else
+            f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})")
+    out = [f"<section><h2>{_e(short_name(table.encoder))} on {_e(table.dataset)}</h2>",
+           (f'<table class="results"><caption>Accuracy (%), {_e(note)}. BA = clean accuracy; '
+            f"the other columns are the robust accuracy under each attack.</caption>"),
+           f"<thead>{_head_rows(table)}</thead><tbody>{_body(rows)}</tbody></table>"]
+    fooling = fooling_matrix(table)
+    if fooling is not None:
+        headers, frows = fooling
+        head = "".join(f"<th><code>{_e(h)}</code></th>" for h in headers[1:])
+        out.append('<table class="fooling"><caption>Fooling rate (%): share of test images whose '
+                   f"prediction the attack changed.</caption><thead><tr><th>defense</th>{head}"
+                   f"</tr></thead><tbody>{_body(frows)}</tbody></table>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _charts(charts: Sequence[Chart]) -> str:
+    if not charts:
+        return ""
+    figures = "".join(f'<figure class="chart">{chart.svg}<figcaption>{_e(chart.title)}'
+                      f"</figcaption></figure>" for chart in charts)
+    return f"<section><h2>Charts</h2>{figures}</section>"
+
+
+def _image(image: PerturbationImage) -> str:
+    try:
+        payload = base64.b64encode(image.path.read_bytes()).decode("ascii")
+    except OSError as error:
+        return f'<figure><p class="muted">{_e(image.row)}: unreadable ({_e(error)})</p></figure>'
+    budget = format_budget(image.eps)
+    kind = f"{image.kind}, " if image.kind else ""
+    caption = (f"<code>{_e(image.row)}</code> ({_e(kind)}eps {_e(budget)})"
+               f"<br>{_e(short_name(image.encoder))}")
+    return (f'<figure><img src="data:image/png;base64,{payload}" '
+            f'alt="{_e(image.row)} perturbation of {_e(short_name(image.encoder))}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _images(data: ReportData) -> str:
+    if not data.images and not data.missing_images:
+        return ""
+    out = ["<section><h2>Universal perturbations and patches</h2>",
+           '<div class="gallery">', *(_image(i) for i in data.images), "</div>"]
+    if data.missing_images:
+        out.append('<p class="muted">Missing image files: '
+                   + ", ".join(f"<code>{_e(p)}</code>" for p in data.missing_images) + "</p>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _pre(value: Any) -> str:
+    return f"<pre>{_e(json.dumps(value, indent=2, sort_keys=True, default=str))}</pre>"
+
+
+def _cell(cell: Any) -> str:
+    facts = [("id", cell.id), ("config hash", cell.config_hash),
+             ("wall time", format_duration(cell.wall_time_s)), ("device", cell.device),
+             ("finished", cell.finished), ("depends on", ", ".join(cell.deps) or "-")]
+    rows = "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in facts)
+    return (f"<details><summary><strong>{_e(cell.kind)}</strong> {_e(cell.title)} "
+            f'<span class="muted">({_e(cell.id)}, {_e(format_duration(cell.wall_time_s))})'
+            f'</span></summary><dl class="meta">{rows}</dl>'
+            f"<h4>params</h4>{_pre(cell.params)}<h4>result</h4>{_pre(slim(cell.result))}"
+            f"<h4>artifacts</h4>{_pre(cell.artifacts)}<h4>versions</h4>{_pre(cell.versions)}"
+            f"<h4>machine</h4>{_pre(cell.machine)}</details>")
+
+
+def _cells(data: ReportData) -> str:
+    return ("<section><h2>Cells</h2><p>The exact configuration of every finished cell.</p>"
+            + "".join(_cell(c) for c in data.cells)
+            + f"<details><summary>bench config</summary>{_pre(data.config)}</details></section>")
+
+
+def render_html(data: ReportData, charts: Sequence[Chart] | None = None) -> str:
+    """The whole report as one self-contained HTML page."""
+    charts = report_charts(data.tables) if charts is None else charts
+    body = "".join([_header(data), *(_table_section(t) for t in data.tables), _charts(charts),
+                    _images(data), _cells(data)])
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>encshield report: {_e(data.name)}</title><style>{STYLE}</style></head>"
+            f"<body>{body}</body></html>\n")

@@ -1,0 +1,186 @@
+"""``encshield bench``: config validation before any work, the results store, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from encshield.bench import ResultsStore, expand, load_bench_config, run_bench, validate_bench
+from encshield.checkpoints import save_encoder
+from encshield.errors import ConfigError
+from encshield.models import build_encoder
+
+
+@pytest.fixture(scope="module")
+def smoke_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("bench-encoder") / "smoke.safetensors"
+    save_encoder(build_encoder("resnet18", width=4, input_size=32), path, ssl_method="none",
+                 pretrain_data="random")
+    return path
+
+
+def _raw(encoder: Path, **changes) -> dict:
+    raw = {
+        "name": "smoke",
+        "encoders": [str(encoder)],
+        "surrogate": {"dataset": "cifar10", "split": "test", "limit": 64},
+        "attacks": ["random_noise", {"name": "ssp", "set": {"steps": 3, "objective_samples": 32}}],
+        "whitebox": ["pgd:eps=8/255,steps=2"],
+        "whitebox_limit": 32,
+        "defenses": [{"name": "none", "set": {"epochs": 2}},
+                     {"name": "pgd_at", "set": {"epochs": 1, "head_init_epochs": 1,
+                                                "batch_size": 64, "attack": {"steps": 1}}}],
+        "datasets": [{"name": "cifar10", "limit_train": 128, "limit_test": 64}],
+        "seeds": [0, 1],
+        "batch_size": 64,
+    }
+    raw.update(changes)
+    return raw
+
+
+def test_expand_content_addressed(smoke_encoder: Path, shared_data: Path) -> None:
+    config = load_bench_config(None, raw=_raw(smoke_encoder))
+    cells = expand(config)
+    kinds = [c.kind for c in cells]
+    assert kinds.count("attack") == 2 and kinds.count("model") == 4 and kinds.count("evaluate") == 4
+    assert len({c.id for c in cells}) == len(cells)
+    # evaluations come after their dependencies; ids depend on every setting
+    seen = set()
+    for cell in cells:
+        assert all(d in seen for d in cell.deps)
+        seen.add(cell.id)
+    changed = expand(load_bench_config(None, raw=_raw(smoke_encoder), overrides=["whitebox_limit=16"]))
+    assert {c.id for c in changed if c.kind != "evaluate"} == {c.id for c in cells if c.kind != "evaluate"}
+    assert not {c.id for c in changed if c.kind == "evaluate"} & {c.id for c in cells}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"attacks": ["uap", "nope"]}, ["attacks[1].name", "'nope'", "allowed values", "advencoder"]),
+        ({"eps": [-0.1]}, ["eps", "-0.1", "(0, 1]"]),
+        ({"defenses": ["pgd_at", "madry"]}, ["defenses[1].name", "'madry'", "allowed values", "trades"]),
+        ({"defenses": [{"name": "pgd_at", "set": {"epochs": -1}}]}, ["defenses[0].set", "epochs"]),
+        ({"datasets": ["cifar11"]}, ["datasets[0].name", "'cifar11'", "allowed values", "gtsrb"]),
+        ({"whitebox": ["pgd:steps=3"]}, ["whitebox[0]", "eps is required"]),
+        ({"encoders": ["missing.safetensors"]}, ["encoders[0]", "missing.safetensors"]),
+        ({"seeds": [0, 0]}, ["seeds", "duplicates"]),
+        ({"workers": 0}, ["workers"]),
+    ],
+)
+def test_bad_config_fails_before_any_work(smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+                                          change: dict, expected: list[str]) -> None:
+    db = tmp_path / "r.db"
+    with pytest.raises(ConfigError) as info:
+        run_bench(load_bench_config(None, raw=_raw(smoke_encoder, **change)), db, progress=False)
+    for text in expected:
+        assert text in str(info.value), str(info.value)
+    assert not db.exists()
+
+
+def test_missing_dataset_names_field_and_fix(smoke_encoder: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = load_bench_config(None, raw=_raw(smoke_encoder, data_root=str(empty)))
+    with pytest.raises(ConfigError) as info:
+        validate_bench(config)
+    message = str(info.value)
+    assert "surrogate.dataset" in message and "'cifar10'" in message and "download" in message
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "encshield.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kwargs)
+
+
+def _snapshot(db: Path) -> tuple[list[tuple], list[tuple]]:
+    with sqlite3.connect(db) as con:
+        cells = sorted(con.execute("SELECT id, kind, params, deps, result FROM cells"))
+        metrics = sorted(con.execute("SELECT * FROM metrics"))
+    # wall times and timestamps inside results legitimately differ between runs
+    cleaned = []
+    for cid, kind, params, deps, result in cells:
+        cleaned.append((cid, kind, params, deps))
+    return cleaned, metrics
+
+
+def test_sigkill_then_resume_equals_uninterrupted(smoke_encoder: Path, shared_data: Path,
+                                                   tmp_path: Path) -> None:
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(_raw(smoke_encoder, workers=2)))
+    full, killed = tmp_path / "full.db", tmp_path / "killed.db"
+
+    proc = _cli("bench", "--config", str(config), "--output", str(full), "--no-progress")
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert "10 cells: 0 reused, 10 computed" in out
+
+    proc = _cli("bench", "--config", str(config), "--output", str(killed), "--no-progress")
+    deadline = time.time() + 600
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if killed.exists():
+            try:
+                with sqlite3.connect(killed) as con:
+                    stored = con.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0
+            if stored >= 3:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the bench finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(killed) as con:
+        partial = con.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    assert 3 <= partial < 10
+
+    again = _cli("bench", "--config", str(config), "--output", str(killed), "--no-progress")
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode != 0 and "--resume" in out  # never silently appends
+
+    resumed = _cli("bench", "--config", str(config), "--output", str(killed), "--resume",
+                   "--no-progress")
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out
+    assert f"10 cells: {partial} reused, {10 - partial} computed" in out
+
+    assert _snapshot(killed) == _snapshot(full)
+    with ResultsStore(killed, readonly=True) as store:
+        rows = store.metrics()
+        assert len(rows) == len({(r["cell_id"], r["row"]) for r in rows}) == 4 * 4
+        assert {r["defense"] for r in rows} == {"none", "pgd_at"}
+        assert {r["row"] for r in rows} == {"clean", "random_noise", "ssp", "pgd:eps=8/255,steps=2"}
+        for row in rows:
+            assert 0.0 <= row["robust_accuracy"] <= 1.0
+
+
+def test_missing_artifact_is_recomputed(smoke_encoder: Path, shared_data: Path,
+                                        tmp_path: Path) -> None:
+    raw = _raw(smoke_encoder, attacks=["random_noise"], whitebox=[], seeds=[0],
+               defenses=[{"name": "none", "set": {"epochs": 1}}])
+    config = load_bench_config(None, raw=raw)
+    db = tmp_path / "r.db"
+    first = run_bench(config, db, progress=False)
+    assert (first.total, first.computed) == (3, 3)
+    with ResultsStore(db, readonly=True) as store:
+        before = store.metrics()
+        model = next(store.cells("model"))
+    (store.artifacts / model.artifacts["model"]["path"]).unlink()
+    second = run_bench(config, db, resume=True, progress=False)
+    assert (second.reused, second.computed) == (2, 1)
+    with ResultsStore(db, readonly=True) as store:
+        assert store.metrics() == before
+        assert len(store) == 3
