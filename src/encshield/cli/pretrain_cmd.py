@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from encshield.errors import ConfigError
@@ -95,7 +96,8 @@ def run_evaluate_encoder(args: argparse.Namespace) -> int:
                              epochs=args.linear_epochs, seed=args.seed)
         result.update(linear_train_top1=probe.train_accuracy, linear_test_top1=probe.test_accuracy,
                       linear_epochs=probe.epochs)
-    result.update(seconds=round(time.perf_counter() - start, 1), encshield=__version__,
+    result.update(command="encshield " + " ".join(sys.argv[1:]),
+                  seconds=round(time.perf_counter() - start, 1), encshield=__version__,
                   torch=torch.__version__, threads=torch.get_num_threads())
     text = json.dumps(result, indent=2)
     if args.output:

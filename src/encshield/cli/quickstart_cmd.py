@@ -1,93 +1,109 @@
 """``encshield quickstart``: the README's main job.
 
-For now (foundation stage) it checks the whole data -> model path on real data: it finds every
-registered dataset under the data root, prints its summary, builds the tiny-tier encoder
-(ResNet-18, width 16, CIFAR stem) and runs it on a batch of real test images. Later stages turn it
-into the full attack/defense/evaluation quickstart.
+How exposed is a downstream model built on a public encoder, and which defense fixes it at what
+cost? With no arguments this takes the zoo's tiny SimCLR encoder (pre-trained on CIFAR-10), fits
+three downstream-agnostic attacks (SSP, PAP, AdvEncoder) on CIFAR-10 training images the
+downstream model never sees, builds a CIFAR-10 downstream model with no defense, with PGD-AT and
+with Gen-AF, evaluates each (BA, RA under every attack and a white-box PGD), prints the table and
+writes the report (Markdown + HTML). It is ``encshield bench`` with the packaged config
+``encshield/bench/quickstart.yaml`` (also ``configs/bench/quickstart.yaml``); a second run reuses
+every finished cell.
+
+CIFAR-10 is looked for under ``--data-root``, then ``$ENCSHIELD_DATA``, then the user data
+folder; where it is missing everywhere it is downloaded there (official URL, sha256-checked).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import torch
+from encshield.errors import DatasetNotFoundError, EncshieldError
 
-from encshield.errors import DatasetNotFoundError
+QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "bench" / "quickstart.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "quickstart",
-        help="run the main job end to end on the data found under the data root",
+        help="the main job: attack and defend a downstream model of the zoo's SimCLR encoder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="folder with the datasets (default: $ENCSHIELD_DATA, then the user data folder)",
-    )
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--json", action="store_true", help="print one JSON summary object")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder with the datasets (default: $ENCSHIELD_DATA, then the user "
+                             "data folder)")
+    parser.add_argument("--output", type=Path, default=Path("encshield-quickstart"),
+                        help="folder for the results store and the report")
+    parser.add_argument("--config", type=Path, default=QUICKSTART_CONFIG,
+                        help="bench config (default: the packaged quickstart config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download CIFAR-10; stop with instructions instead")
+    parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
+
+
+def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -> Path | None:
+    """The data root to use: ``data_root``, else ``None`` (= ``$ENCSHIELD_DATA``, then the user
+    data folder) when CIFAR-10 is found there, else the user data folder after downloading it.
+
+    Raises:
+        DatasetNotFoundError: not found and the download is disabled or failed; the message
+            lists where it looked and exactly what to do.
+    """
+    from encshield import data, paths
+
+    if "cifar10" in data.available(data_root):
+        return data_root
+    looked = [str(p) for p in paths.data_roots(data_root)]
+    if data_root is not None:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 was not found under --data-root {data_root}. Put the official "
+            f"cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) or "
+            f"an ImageFolder copy in {data_root}/cifar10/, or drop --data-root to download it")
+    target = paths.default_data_root()
+    why = "downloads are disabled (--no-download)"
+    if download:
+        try:
+            data.download("cifar10", root=target)
+            if "cifar10" in data.available(None):
+                return None
+            why = f"the download into {target} finished but the files are not readable"
+        except EncshieldError as error:
+            why = f"the download failed: {error}"
+    raise DatasetNotFoundError(
+        f"CIFAR-10 was not found (looked in {', '.join(looked)}) and {why}.\nTo fix it, either:\n"
+        f"  * download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (sha256 "
+        f"6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce) into "
+        f"{target}/cifar10/ and run `encshield quickstart` again, or\n"
+        f"  * point ENCSHIELD_DATA (or --data-root) at a folder holding cifar10/ "
+        f"(the official pickles or an ImageFolder copy)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from encshield import data, models
+    from encshield.bench import load_bench_config, run_bench
+    from encshield.report import load_report, markdown_tables, write_report
 
-    console = Console(quiet=args.json)
-    found = data.available(args.data_root)
-    if not found:
-        where = args.data_root or "$ENCSHIELD_DATA or the user data folder"
-        raise DatasetNotFoundError(
-            f"no dataset found under {where}. Point --data-root (or ENCSHIELD_DATA) at a folder "
-            "holding e.g. cifar10/, or fetch one with `encshield data download cifar10`"
-        )
-
-    summary: dict[str, object] = {"datasets": {}}
-    table = Table(title="Datasets found")
-    for column in ("dataset", "classes", "image size (C, H, W)", "splits"):
-        table.add_column(column)
-    for name in found:
-        start = time.perf_counter()
-        info = data.info(name, args.data_root).to_dict()
-        info["seconds"] = round(time.perf_counter() - start, 3)
-        summary["datasets"][name] = info  # type: ignore[index]
-        splits = ", ".join(f"{split} {count:,}" for split, count in info["splits"].items())
-        table.add_row(name, str(info["num_classes"]), str(tuple(info["image_size"])), splits)
-    console.print(table)
-
-    probe_name = "cifar10" if "cifar10" in found else found[0]
-    probe_info = summary["datasets"][probe_name]  # type: ignore[index]
-    probe_split = "test" if "test" in probe_info["splits"] else next(iter(probe_info["splits"]))
-    dataset = data.load(probe_name, probe_split, root=args.data_root, image_size=32)
-    encoder = models.build_encoder(arch="resnet18", width=16, stem="cifar", normalization="cifar10")
-    encoder.eval()
-    x, _ = next(dataset.batches(args.batch_size))
-    with torch.inference_mode():
-        encoder(x[:8])  # warm-up
-        start = time.perf_counter()
-        features = encoder(x)
-        seconds = time.perf_counter() - start
-    summary["encoder_forward"] = {
-        "encoder": "resnet18 width 16, CIFAR stem (random init)",
-        "dataset": f"{probe_name}/{probe_split}",
-        "input_shape": list(x.shape),
-        "feature_shape": list(features.shape),
-        "images_per_second": round(x.shape[0] / seconds, 1),
-    }
-    console.print(
-        f"Encoder forward on {x.shape[0]} real {probe_name}/{probe_split} images: "
-        f"{tuple(x.shape)} -> features {tuple(features.shape)} "
-        f"({x.shape[0] / seconds:,.0f} images/s on {torch.get_num_threads()} CPU threads)"
-    )
-    if args.json:
-        print(json.dumps(summary, indent=2))
+    console = Console()
+    started = time.perf_counter()
+    root = find_or_download_cifar10(args.data_root, download=not args.no_download)
+    overrides = list(args.overrides)
+    if root is not None:
+        overrides.append(f"data_root={root}")
+    config = load_bench_config(args.config, overrides)
+    store = args.output / "results.db"
+    summary = run_bench(config, store, resume=True, progress=not args.no_progress,
+                        log=(lambda m: console.print(m)) if args.no_progress else None)
+    report = load_report(store)
+    paths = write_report(report, output_dir=args.output / "report", formats=("md", "html", "csv",
+                                                                              "json"))
+    console.print(markdown_tables(report), markup=False, highlight=False)
+    console.print(f"{summary.total} cells ({summary.reused} reused, {summary.computed} computed) "
+                  f"in {time.perf_counter() - started:.0f} s")
+    console.print(f"report: {paths['html']}  (Markdown: {paths['md']})", markup=False)
     return 0

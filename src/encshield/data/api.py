@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -389,7 +390,12 @@ def load(
 
     Args:
         name: a name registered in :data:`DATASETS` (or an alias, e.g. ``"tiny-imagenet"``).
-        split: an official split name of the dataset (``"train"``, ``"test"``, ``"val"``...).
+        split: an official split name of the dataset (``"train"``, ``"test"``, ``"val"``...),
+            optionally sliced: ``"train[:45000]"`` / ``"train[45000:]"`` are images
+            ``0..44999`` / ``45000..`` of the split **in a fixed pseudo-random order** (seed 0, the
+            same for every call), so slices are class-mixed even where the files are sorted by
+            class, and disjoint slices hold disjoint images (e.g. an attacker's surrogate set
+            apart from the downstream training images).
         root: a data root: the folder holding the files, a folder with a sub-folder named like
             the dataset, or an archive. Default: ``$ENCSHIELD_DATA``, then the user data folder.
         image_size: ``s`` or ``(H, W)`` to resize every image (bilinear with antialias, batched
@@ -406,6 +412,7 @@ def load(
         DatasetCorruptError: a file is truncated/damaged (names it and what to do).
     """
     fmt = DATASETS.get(name)
+    split, window = parse_split(split)
     fmt.check_split_name(split)
     size = normalize_size(image_size)
     located = locate(fmt.name, root, retain=True)
@@ -414,7 +421,32 @@ def load(
         dataset, _ = _load_located(located, split, size, cache)
     finally:
         located.release()
+    if window is not None:
+        start, stop, _ = window.indices(len(dataset))
+        if stop <= start:
+            raise ConfigError(f"{name} split {split}[{window.start}:{window.stop}] is empty "
+                              f"(the split has {len(dataset)} images)")
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        dataset = dataset.subset(order[start:stop].sort().values)
     return dataset
+
+
+_SLICE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\])?\s*$")
+
+
+def parse_split(text: str) -> tuple[str, slice | None]:
+    """``"train[:45000]"`` -> ``("train", slice(None, 45000))``; ``"test"`` -> ``("test", None)``.
+
+    Raises:
+        ConfigError: not ``NAME`` or ``NAME[START:STOP]`` (integers, either may be omitted).
+    """
+    match = _SLICE.match(str(text))
+    if match is None:
+        raise ConfigError(f"split {text!r}: expected NAME or NAME[START:STOP], e.g. train[:45000]")
+    name, start, stop = match.groups()
+    if start is None:
+        return name, None
+    return name, slice(int(start) if start else None, int(stop) if stop else None)
 
 
 # ---------------------------------------------------------------------------------------------
