@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,3 +46,29 @@ def write(name: str, record: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**header(), **record}, indent=2) + "\n")
     return path
+
+
+def time_interleaved(kinds: dict[str, Callable[[], None]], *, repeats: int, warmup: int = 1,
+                     sync: Callable[[], None] = lambda: None) -> tuple[dict[str, list[float]],
+                                                                      dict[str, float]]:
+    """Time each callable ``repeats`` times, interleaved in a rotating order (so that load on the
+    machine affects every kind alike and no kind always follows another), after ``warmup``
+    untimed rounds. ``sync`` waits for the device (e.g. ``torch.cuda.synchronize``).
+
+    Returns:
+        ``(times, medians)``: seconds per run and their median, per kind.
+    """
+    for _ in range(warmup):
+        for fn in kinds.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    names = list(kinds)
+    for i in range(repeats):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            sync()
+            start = time.perf_counter()
+            kinds[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times, {k: statistics.median(v) for k, v in times.items()}

@@ -52,17 +52,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from _common import time_interleaved, write  # noqa: E402
 
 from encshield.defenses import build_defense  # noqa: E402
 from encshield.defenses.adversarial import FinetuningDefense  # noqa: E402
@@ -240,25 +237,9 @@ def main() -> None:
         plain_adam.step()
         plain_adam.zero_grad(set_to_none=True)
 
-    def timed(fn: Callable[[], None]) -> float:
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - start
-
-    for _ in range(args.warmup):
-        real_step()
-        bare()
-        bare_with_adam()
-    times: dict[str, list[float]] = {"step": [], "bare": [], "bare_with_adam": []}
-    kinds = {"step": real_step, "bare": bare, "bare_with_adam": bare_with_adam}
-    for i in range(args.repeats):
-        order = list(kinds)
-        order = order[i % 3:] + order[:i % 3]  # rotate, so no kind always follows another
-        for kind in order:
-            times[kind].append(timed(kinds[kind]))
-    median = {k: statistics.median(v) for k, v in times.items()}
+    times, median = time_interleaved(
+        {"step": real_step, "bare": bare, "bare_with_adam": bare_with_adam},
+        repeats=args.repeats, warmup=args.warmup, sync=sync)
     assert all(p.grad is None for p in params)
 
     passes = {

@@ -26,16 +26,14 @@ Writes ``benchmarks/results/pgd_throughput.json``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from _common import time_interleaved, write  # noqa: E402
 
 from encshield.attacks.whitebox import pgd  # noqa: E402
 from encshield.models import Classifier, build_encoder, build_head  # noqa: E402
@@ -85,22 +83,8 @@ def main() -> None:
     def bare_full() -> None:
         passes(steps + 1, 0)
 
-    def timed(fn) -> float:  # noqa: ANN001
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - start
-
-    for _ in range(args.warmup):
-        attack()
-        bare()
-    times: dict[str, list[float]] = {"attack": [], "bare": [], "bare_full": []}
-    for _ in range(args.repeats):
-        times["attack"].append(timed(attack))
-        times["bare"].append(timed(bare))
-        times["bare_full"].append(timed(bare_full))
-    median = {k: statistics.median(v) for k, v in times.items()}
+    times, median = time_interleaved({"attack": attack, "bare": bare, "bare_full": bare_full},
+                                     repeats=args.repeats, warmup=args.warmup, sync=sync)
     assert all(p.grad is None for p in model.parameters())
 
     record = {

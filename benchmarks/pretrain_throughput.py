@@ -3,7 +3,9 @@
 For a pre-training config, times (a) the trainer's real step (``Pretrainer.train_step``: batch
 gather, two augmented views, projector/loss, backward, optimiser, EMA/queue updates) and (b) the
 bare cost of the encoder's forward+backward on the same two views (concatenated, a trivial
-sum loss). The ratio (a)/(b) is the overhead of everything else; the target is <= 1.25.
+sum loss). The ratio (a)/(b) is the overhead of everything else; the target is <= 1.25. The
+kinds are timed interleaved (``_common.time_interleaved``) so that load on the machine affects
+both alike; with other jobs running use ``--threads 1``.
 
     ENCSHIELD_DATA=../shared/data python benchmarks/pretrain_throughput.py \
         --config configs/pretrain/simclr-cifar10-tiny.yaml --steps 20
@@ -14,29 +16,18 @@ Writes ``benchmarks/results/pretrain_throughput_<method>.json``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from _common import time_interleaved, write  # noqa: E402
 
 from encshield.config import load_config  # noqa: E402
 from encshield.ssl.augment import make_views  # noqa: E402
 from encshield.ssl.trainer import PretrainConfig, Pretrainer  # noqa: E402
-
-
-def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def main() -> None:
@@ -45,17 +36,16 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PretrainConfig, args.config,
                              [*args.overrides, f"output_dir={tmp}", "knn.every_epochs=0"])
         trainer = Pretrainer(config, progress=False)
         trainer.method.train()
-        for _ in range(args.warmup):
-            trainer.train_step()
-        step_s, step_times = _median_seconds(trainer.train_step, args.steps)
-
         encoder = trainer.method.encoder
         torch.manual_seed(0)
         views = make_views(trainer.images[: config.batch_size], trainer.augment)
@@ -66,15 +56,16 @@ def main() -> None:
         def bare() -> None:
             encoder.zero_grad(set_to_none=True)
             encoder(x).sum().backward()
-
-        for _ in range(args.warmup):
-            bare()
-        bare_s, bare_times = _median_seconds(bare, args.steps)
+            encoder.zero_grad(set_to_none=True)
 
         def views_only() -> None:
             make_views(trainer.images[: config.batch_size], trainer.augment)
 
-        views_s, _ = _median_seconds(views_only, args.steps)
+        times, median = time_interleaved(
+            {"step": trainer.train_step, "bare": bare, "views": views_only},
+            repeats=args.steps, warmup=args.warmup)
+        step_s, bare_s, views_s = median["step"], median["bare"], median["views"]
+        step_times, bare_times = times["step"], times["bare"]
 
     images = config.batch_size
     record = {

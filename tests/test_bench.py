@@ -69,7 +69,7 @@ def test_expand_content_addressed(smoke_encoder: Path, shared_data: Path) -> Non
     [
         ({"attacks": ["uap", "nope"]}, ["attacks[1].name", "'nope'", "allowed values", "advencoder"]),
         ({"eps": [-0.1]}, ["eps", "-0.1", "(0, 1]"]),
-        ({"defenses": ["pgd_at", "madry"]}, ["defenses[1].name", "'madry'", "allowed values", "trades"]),
+        ({"defenses": ["pgd_at", "fortify"]}, ["defenses[1].name", "'fortify'", "allowed values", "trades"]),
         ({"defenses": [{"name": "pgd_at", "set": {"epochs": -1}}]}, ["defenses[0].set", "epochs"]),
         ({"datasets": ["cifar11"]}, ["datasets[0].name", "'cifar11'", "allowed values", "gtsrb"]),
         ({"whitebox": ["pgd:steps=3"]}, ["whitebox[0]", "eps is required"]),
@@ -184,3 +184,11 @@ def test_missing_artifact_is_recomputed(smoke_encoder: Path, shared_data: Path,
     with ResultsStore(db, readonly=True) as store:
         assert store.metrics() == before
         assert len(store) == 3
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "bench").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_bench_configs_validate(path: Path) -> None:
+    config = load_bench_config(path)
+    validate_bench(config, check_files=False)
+    assert expand(config, {spec: {"spec": spec, "sha256": "0" * 64} for spec in config.encoders})

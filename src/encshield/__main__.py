@@ -1,4 +1,4 @@
-"""``python -m encshield`` runs the command line."""
+"""``python -m encshield``: the ``encshield`` command."""
 
 import sys
 

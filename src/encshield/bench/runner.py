@@ -98,6 +98,7 @@ def run_bench(
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("config_hash", config_hash(config))
         store.set_meta("created", store.meta("created") or now())
+        store.set_meta("cells", [c.id for c in cells])  # the report shows this matrix's cells
         done = store.done_ids()
         needed = {c.id for c in cells}
         for cell in cells:  # a stored cell whose files vanished must be recomputed

@@ -19,8 +19,8 @@ downstream datasets x seeds, plus the white-box rows every table needs::
 attack x budget (fitted once, on the surrogate set), one ``model`` cell per encoder x defense x
 dataset x seed (defended once) and one ``evaluate`` cell per model cell (every perturbation of
 its encoder plus the white-box rows). A cell's id is the hash of everything that determines its
-result, including the ids of the cells it depends on, so a changed setting never reuses a stale
-result.
+result, including the ids of the cells it depends on and the attack's / defense's full resolved config
+(defaults included), so a changed setting or default never reuses a stale result.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from encshield.config import apply_overrides, parse_fractions, validate
+from encshield.config import apply_overrides, parse_fractions, read_yaml, validate
 from encshield.errors import ConfigError
 
 __all__ = [
@@ -44,6 +43,7 @@ __all__ = [
     "Cell",
     "DatasetEntry",
     "DefenseEntry",
+    "NamedEntry",
     "SurrogateEntry",
     "budget_label",
     "expand",
@@ -64,8 +64,8 @@ class SurrogateEntry(_Strict):
     limit: int | None = Field(5000, ge=1)
 
 
-class AttackEntry(_Strict):
-    """A universal attack of :data:`encshield.attacks.universal.UNIVERSAL_ATTACKS`."""
+class NamedEntry(_Strict):
+    """A registered attack or defense by name, with config overrides and an optional row label."""
 
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
@@ -76,16 +76,10 @@ class AttackEntry(_Strict):
         return self.label or self.name
 
 
-class DefenseEntry(_Strict):
-    """A defense of :data:`encshield.defenses.DEFENSES` with config overrides."""
-
-    name: str
-    set: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = None
-
-    @property
-    def row(self) -> str:
-        return self.label or self.name
+#: A universal attack of :data:`encshield.attacks.universal.UNIVERSAL_ATTACKS`.
+AttackEntry = NamedEntry
+#: A defense of :data:`encshield.defenses.DEFENSES`.
+DefenseEntry = NamedEntry
 
 
 class DatasetEntry(_Strict):
@@ -155,16 +149,7 @@ def load_bench_config(path: str | os.PathLike[str] | None, overrides: list[str] 
     """
     data: dict[str, Any] = dict(raw or {})
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"bench config {file} does not exist")
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"bench config {file} is not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"bench config {file} must hold a mapping of settings")
-        data.update(loaded)
+        data.update(read_yaml(path))
     data = parse_fractions(apply_overrides(data, list(overrides or [])))
     return validate(BenchConfig, data)
 
@@ -268,6 +253,25 @@ class Cell:
             object.__setattr__(self, "id", hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
+def _resolved_attack(entry: NamedEntry) -> dict[str, Any]:
+    """The attack's full config (defaults + overrides): part of the cell id, so that a changed
+    default never reuses a result computed under the old one."""
+    from encshield.attacks.universal import UNIVERSAL_ATTACKS
+
+    attack = UNIVERSAL_ATTACKS.get(entry.name)(None, **parse_fractions(entry.set))
+    return {"name": UNIVERSAL_ATTACKS.canonical(entry.name),
+            "config": attack.config.model_dump(mode="json")}
+
+
+def _resolved_defense(entry: NamedEntry) -> dict[str, Any]:
+    """The defense's full config (defaults + overrides), part of the cell id."""
+    from encshield.defenses import DEFENSES, build_defense
+
+    defense = build_defense(entry.name, parse_fractions(entry.set))
+    return {"name": DEFENSES.canonical(entry.name),
+            "config": defense.config.model_dump(mode="json")}
+
+
 def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = None) -> list[Cell]:
     """The cells of ``config`` in dependency order (attacks and models before evaluations).
 
@@ -285,6 +289,7 @@ def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = Non
                 row = attack.row if len(config.eps) == 1 else f"{attack.row}@{budget_label(eps)}"
                 cell = Cell("attack", {
                     "encoder": enc, "attack": attack.name, "set": parse_fractions(attack.set),
+                    "resolved": _resolved_attack(attack),
                     "eps": eps, "row": row, "surrogate": config.surrogate.model_dump(),
                     "seed": config.attack_seed, "image_size": config.image_size,
                 }, title=f"fit {row} on {Path(enc['spec']).name}")
@@ -294,10 +299,12 @@ def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = Non
         enc = identities[spec]
         for dataset in config.datasets:
             for defense in config.defenses:
+                resolved_defense = _resolved_defense(defense)
                 for seed in config.seeds:
                     model = Cell("model", {
                         "encoder": enc, "defense": defense.name, "row": defense.row,
-                        "set": parse_fractions(defense.set), "dataset": dataset.model_dump(),
+                        "set": parse_fractions(defense.set), "resolved": resolved_defense,
+                        "dataset": dataset.model_dump(),
                         "seed": seed, "image_size": config.image_size,
                     }, title=f"{defense.row} on {dataset.name} seed {seed}")
                     cells.append(model)

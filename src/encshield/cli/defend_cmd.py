@@ -51,22 +51,9 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, 
 
 
 def _raw_config(path: Path | None, overrides: list[str]) -> dict[str, Any]:
-    import yaml
+    from encshield.config import apply_overrides, read_yaml
 
-    from encshield.config import apply_overrides
-
-    raw: dict[str, Any] = {}
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, got "
-                              f"{type(loaded).__name__}")
-        raw = loaded or {}
+    raw = read_yaml(path) if path is not None else {}
     return parse_fractions(apply_overrides(raw, overrides))
 
 

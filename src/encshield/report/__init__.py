@@ -140,6 +140,11 @@ def _read(store: Any) -> ReportData:
         config = {}
     cells = list(store.cells())
     rows = store.metrics()
+    current = store.meta("cells")
+    if current:  # a store resumed with a changed config keeps old cells: report the latest matrix
+        keep = set(current)
+        cells = [c for c in cells if c.id in keep]
+        rows = [r for r in rows if r["cell_id"] in keep]
     if not rows:
         raise ConfigError(
             f"results store {store.path} holds no evaluation results yet ({len(cells)} finished "

@@ -6,11 +6,16 @@ activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient as
 (:mod:`encshield.attacks.universal._ascent`), delta initialised ``U(-eps, eps)`` and clipped to
 ``[-eps, eps]``. Three variants:
 
-* ``base`` (L4A_base): ``mean(phi_l(x + delta)^2)``, ``l`` = ``layer`` (default ``relu``, the
-  stem activation after ``bn1``; the PAP README hooks the stem of the ResNet).
+* ``base`` (L4A_base): ``mean(phi_l(x + delta)^2)``, ``l`` = ``layer`` (default ``layer1``; the
+  PAP README hooks the stem of its ImageNet ResNet, METHODS.md 6.2 allows conv1/bn1/relu or
+  layer1 for the family's encoders). On a CIFAR-stem ResNet (one 3x3 convolution, no max-pool)
+  the stem is too shallow: chosen on the attacker's side only (mean cosine distance of the
+  encoder's embedding between x and x + delta on held-out Tiny-ImageNet images, zoo SimCLR tiny
+  encoder), the stem objective moved the embedding 0.014 (uniform noise of the same budget:
+  0.008), ``layer1`` 0.138 (SSP: 0.197). ``layer="relu"`` gives the README's stem variant.
 * ``fuse`` (L4A_fuse): ``mean(phi_l^2) + fuse_weight * mean(phi_l2^2)`` with ``l2`` =
-  ``fuse_layer`` (default ``layer1``). ``fuse_weight`` defaults to 1.0 (both layers weighted
-  equally; METHODS.md gives no value for it; configurable).
+  ``fuse_layer`` (default ``relu``, the stem: the pair stem + layer1). ``fuse_weight`` defaults
+  to 1.0 (both layers weighted equally; METHODS.md gives no value for it; configurable).
 * ``ugs`` (L4A_ugs, uniform Gaussian sampling): every step concatenates ``noise_images`` (8)
   Gaussian-noise images to the real batch and maximises
   ``mean(phi_l(noise + delta)^2) + real_weight * mean(phi_l(real + delta)^2)``,
@@ -20,7 +25,7 @@ activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient as
 
 Step budget: the PAP repository uses ``alpha = 2e-4`` with ``eps = 0.05`` and 10k-30k
 iterations at 224 px; the CPU-tier defaults here are 300 steps of batch 32 with ``alpha = 2e-3``
-(see :mod:`encshield.attacks.universal.ssp`; the stem objective of ``base`` converges within ~50
+(see :mod:`encshield.attacks.universal.ssp`; the stem objective converges within ~50
 steps). ``eps`` defaults to the family's 10/255. The forward stops at the deepest hooked layer.
 Images are clamped to [0, 1] (the official code does not clip ``x + delta`` during training).
 
@@ -68,8 +73,8 @@ class PAP(UniversalAttack):
 
     class Config(SignAscentConfig):
         variant: Literal["base", "fuse", "ugs"] = Field("base", description="L4A variant")
-        layer: str = Field("relu", description="low layer (a name of Encoder.layer_names())")
-        fuse_layer: str = Field("layer1", description="second layer of the fuse variant")
+        layer: str = Field("layer1", description="low layer (a name of Encoder.layer_names())")
+        fuse_layer: str = Field("relu", description="second layer of the fuse variant")
         fuse_weight: float = Field(1.0, ge=0, description="weight of fuse_layer (fuse)")
         real_weight: float = Field(0.01, ge=0, description="weight of the real-image term (ugs)")
         noise_images: int = Field(8, ge=1, description="Gaussian-noise images per step (ugs)")
