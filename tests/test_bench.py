@@ -100,7 +100,7 @@ def test_missing_dataset_names_field_and_fix(smoke_encoder: Path, tmp_path: Path
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "encshield.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "encshield", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **kwargs)
 

@@ -1,4 +1,4 @@
-"""``python -m encshield``: the ``encshield`` command."""
+"""``python -m encshield`` runs the command line."""
 
 import sys
 
