@@ -161,3 +161,28 @@ def test_every_shipped_config_validates_and_builds_its_method() -> None:
     for path in configs:
         config = load_config(PretrainConfig, path)
         METHODS.get(config.method).from_args(build_encoder(width=4), config.method_args)
+
+
+def test_stop_at_step_exports_a_snapshot_and_resumes_to_the_same_weights(image_folder: Path,
+                                                                          tmp_path: Path) -> None:
+    """``--stop-at-step`` pauses a run on its full schedule and exports a snapshot; ``--resume``
+    then ends with the same weights as an uninterrupted run."""
+    reference = PretrainConfig.model_validate(
+        _config(image_folder, tmp_path / "reference", knn={"every_epochs": 0}))
+    paused = PretrainConfig.model_validate(
+        _config(image_folder, tmp_path / "paused", knn={"every_epochs": 0}))
+    pretrain(reference, progress=False)
+    snapshot = pretrain(paused, progress=False, stop_at_step=5)
+    run = tmp_path / "paused"
+    assert snapshot["finished"] is False and snapshot["steps"] == 5
+    assert (run / "encoder-step5.safetensors").is_file() and (run / "snapshot-step5.json").is_file()
+    assert not (run / "result.json").exists() and not (run / "encoder.safetensors").exists()
+    from encshield.checkpoints import load_encoder
+
+    assert load_encoder(run / "encoder-step5.safetensors").encoder.provenance.extra["step"] == 5
+    final = pretrain(paused, resume=True, progress=False)
+    assert final["finished"] is True and final["steps"] == 3 * (72 // 16)
+    a = load_file(tmp_path / "reference" / "encoder.safetensors")
+    b = load_file(run / "encoder.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
