@@ -1,8 +1,8 @@
 """``encshield bench``: run a matrix's cells in a process pool, storing each as it finishes.
 
 Scheduling: a cell is ready once all its dependencies are in the store; ready cells are
-submitted to a pool of ``workers`` processes (``spawn``; each with ``cpu_count // workers``
-torch threads), or run in this process when ``workers == 1``. Only this process writes to the
+submitted to a pool of ``workers`` processes (``spawn``; each with ``threads`` torch threads:
+the config's, else ``$OMP_NUM_THREADS``, else ``cpu_count // workers``), or run in this process when ``workers == 1``. Only this process writes to the
 store, one transaction per finished cell, so an interrupted run (Ctrl-C, ``kill -9``, power
 loss) loses at most the cells that were running; ``--resume`` recomputes exactly those.
 """
@@ -36,6 +36,15 @@ class BenchSummary:
     reused: int
     computed: int
     seconds: float
+
+
+def _env_threads() -> int | None:
+    """``$OMP_NUM_THREADS`` when set to a positive integer (the user's thread budget)."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def _versions() -> dict[str, str]:
@@ -123,7 +132,7 @@ def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, p
                                TimeElapsedColumn, TimeRemainingColumn)
 
     workers = max(1, min(config.workers, len(pending) or 1))
-    threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = config.threads or _env_threads() or max(1, (os.cpu_count() or 1) // workers)
     waiting = list(pending)
     done = store.done_ids()
     columns = (TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
