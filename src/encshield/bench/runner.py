@@ -2,9 +2,10 @@
 
 Scheduling: a cell is ready once all its dependencies are in the store; ready cells are
 submitted to a pool of ``workers`` processes (``spawn``; each with ``threads`` torch threads:
-the config's, else ``$OMP_NUM_THREADS``, else ``cpu_count // workers``), or run in this process when ``workers == 1``. Only this process writes to the
-store, one transaction per finished cell, so an interrupted run (Ctrl-C, ``kill -9``, power
-loss) loses at most the cells that were running; ``--resume`` recomputes exactly those.
+the config's, else ``$OMP_NUM_THREADS``, else ``cpu_count // workers``), or run in this process
+when ``workers == 1``. Only this process writes to the store, one transaction per finished cell,
+so an interrupted run (Ctrl-C, ``kill -9``, power loss) loses at most the cells that were
+running; ``--resume`` recomputes exactly those.
 """
 
 from __future__ import annotations
