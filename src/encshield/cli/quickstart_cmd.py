@@ -102,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     report = load_report(store)
     paths = write_report(report, output_dir=args.output / "report", formats=("md", "html", "csv",
                                                                               "json"))
-    console.print(markdown_tables(report), markup=False, highlight=False)
+    console.print(markdown_tables(report), markup=False, highlight=False, soft_wrap=True)
     console.print(f"{summary.total} cells ({summary.reused} reused, {summary.computed} computed) "
                   f"in {time.perf_counter() - started:.0f} s")
-    console.print(f"report: {paths['html']}  (Markdown: {paths['md']})", markup=False)
+    console.print(f"report: {paths['html']}  (Markdown: {paths['md']})", markup=False,
+                  soft_wrap=True)
     return 0
