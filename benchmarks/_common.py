@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import os
@@ -72,3 +73,30 @@ def time_interleaved(kinds: dict[str, Callable[[], None]], *, repeats: int, warm
             sync()
             times[name].append(time.perf_counter() - start)
     return times, {k: statistics.median(v) for k, v in times.items()}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by the per-step benchmarks on the tiny-tier classifier."""
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu")
+
+
+def tiny_classifier(args: argparse.Namespace, head: str = "mlp", classes: int = 10):
+    """Apply ``--threads``; return ``(device, model, x, y)``: ResNet-18 at ``--width`` + ``head``
+    (random weights, seed 0) on ``--device`` and a random batch of ``--batch-size`` images."""
+    from encshield.models import Classifier, build_encoder, build_head
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18", width=args.width, input_size=args.image_size)
+    model = Classifier(encoder, build_head(head, encoder.feature_dim, classes)).to(device)
+    x = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, classes, (args.batch_size,), device=device)
+    return device, model, x, y

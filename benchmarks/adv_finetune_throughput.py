@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_interleaved, write  # noqa: E402
+from _common import add_model_arguments, time_interleaved, tiny_classifier, write  # noqa: E402
 
 from encshield.defenses import build_defense  # noqa: E402
 from encshield.defenses.adversarial import FinetuningDefense  # noqa: E402
@@ -69,7 +69,6 @@ from encshield.defenses.losses import (  # noqa: E402
     trades_inner_objective,
     trades_loss,
 )
-from encshield.models import Classifier, build_encoder, build_head  # noqa: E402
 
 DEFENSES = ("pgd_at", "trades", "mart", "genaf_stage1")
 TARGET = 1.15
@@ -123,18 +122,9 @@ def _reference_loss(name: str, defense: FinetuningDefense, zc: torch.Tensor, za:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--defense", default="pgd_at", choices=DEFENSES)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=32)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=10, help="inner PGD steps")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     name = args.defense
 
     defense = build_defense(name, attack={"steps": args.steps})
@@ -145,9 +135,7 @@ def main() -> None:
         raise SystemExit("the bare pass count assumes genaf_stage1's default anchor='current'")
     steps = atk.steps
 
-    torch.manual_seed(0)
-    encoder = build_encoder("resnet18", width=args.width, input_size=args.image_size)
-    model = Classifier(encoder, build_head(cfg.head, encoder.feature_dim, 10)).to(device)  # type: ignore[attr-defined]
+    device, model, x, y = tiny_classifier(args, head=cfg.head)  # type: ignore[attr-defined]
     pretrained = copy.deepcopy(model.encoder).eval()
     for p in pretrained.parameters():
         p.requires_grad_(False)
@@ -164,9 +152,6 @@ def main() -> None:
     plain_adam = torch.optim.Adam(model.parameters(), lr=cfg.encoder_lr,  # type: ignore[attr-defined]
                                   weight_decay=cfg.weight_decay)  # type: ignore[attr-defined]
     params = list(model.parameters())
-
-    x = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
 
     two_forwards = name in ("trades", "mart", "genaf_stage1")
     clean_reference = name == "trades"

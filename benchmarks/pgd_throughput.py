@@ -33,32 +33,18 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_interleaved, write  # noqa: E402
+from _common import add_model_arguments, time_interleaved, tiny_classifier, write  # noqa: E402
 
 from encshield.attacks.whitebox import pgd  # noqa: E402
-from encshield.models import Classifier, build_encoder, build_head  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=32)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-
-    torch.manual_seed(0)
-    encoder = build_encoder("resnet18", width=args.width, input_size=args.image_size)
-    model = Classifier(encoder, build_head("mlp", encoder.feature_dim, 10)).to(device).eval()
-    x = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    device, model, x, y = tiny_classifier(args)
+    model.eval()
     eps, steps = 8 / 255, args.steps
 
     def sync() -> None:

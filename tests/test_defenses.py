@@ -17,39 +17,20 @@ from encshield.defenses import (
     save_classifier,
 )
 from encshield.errors import ConfigError
-from encshield.models import Classifier, build_encoder
+from encshield.models import Classifier
+from tests.synthetic import NUM_CLASSES, encoder, synthetic
 
-NUM_CLASSES = 4
 #: the defenses of the shared loop (``genaf``, stages 1 + 2, has its own tests)
 FINETUNING = [n for n in DEFENSES.names() if issubclass(DEFENSES.get(n), FinetuningDefense)]
 SMOKE = dict(epochs=2, batch_size=32, head_init_epochs=1,
              attack={"eps": 4 / 255, "steps": 2, "step_size": 2 / 255})
 
 
-def synthetic(n: int = 64, seed: int = 0, amp: float = 0.2) -> ImageDataset:
-    """4 classes separated by a dominant colour shift, plus pixel noise."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    base = torch.rand(n, 3, 16, 16, generator=g) * 0.3 + 0.35
-    signal = torch.zeros(NUM_CLASSES, 3, 16, 16)
-    signal[0, 0] += amp
-    signal[1, 1] += amp
-    signal[2, 2] += amp
-    signal[3] -= amp
-    x = (base + signal[y]).clamp(0, 1)
-    images = (x * 255).round().to(torch.uint8)
-    return ImageDataset("synthetic", "train", images, y.long(), ("r", "g", "b", "dark"))
-
 
 @pytest.fixture(scope="module")
 def data() -> ImageDataset:
     return synthetic()
 
-
-def encoder():
-    torch.manual_seed(0)
-    return build_encoder("resnet18", width=4, stem="cifar", normalization="cifar10",
-                         input_size=16)
 
 
 @pytest.mark.parametrize("name", FINETUNING)

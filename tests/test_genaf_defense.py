@@ -9,12 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encshield.data import ImageDataset
 from encshield.defenses import DEFENSES, GenAF, GenAFStage1, build_defense
 from encshield.errors import ConfigError
-from encshield.models import build_encoder
+from tests.synthetic import NUM_CLASSES, encoder, synthetic
 
-NUM_CLASSES = 4
 SMOKE = dict(
     stage1=dict(epochs=1, batch_size=32, head_init_epochs=1,
                 attack={"eps": 4 / 255, "steps": 2, "step_size": 2 / 255}),
@@ -23,23 +21,6 @@ SMOKE = dict(
 )
 
 
-def synthetic(n: int = 64, seed: int = 0, amp: float = 0.2) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    base = torch.rand(n, 3, 16, 16, generator=g) * 0.3 + 0.35
-    signal = torch.zeros(NUM_CLASSES, 3, 16, 16)
-    signal[0, 0] += amp
-    signal[1, 1] += amp
-    signal[2, 2] += amp
-    signal[3] -= amp
-    images = ((base + signal[y]).clamp(0, 1) * 255).round().to(torch.uint8)
-    return ImageDataset("synthetic", "train", images, y.long(), ("r", "g", "b", "dark"))
-
-
-def encoder():
-    torch.manual_seed(0)
-    return build_encoder("resnet18", width=4, stem="cifar", normalization="cifar10",
-                         input_size=16)
 
 
 def fit(**overrides):
