@@ -21,9 +21,10 @@ from typing import Any
 
 from encshield.bench.cells import run_cell
 from encshield.bench.spec import BenchConfig, Cell, encoder_identity, expand, validate_bench
-from encshield.bench.store import CellRecord, ResultsStore, now
+from encshield.bench.store import CellRecord, ResultsStore
 from encshield.config import config_hash
 from encshield.errors import ConfigError
+from encshield.evaluation.records import now_iso as now
 
 __all__ = ["BenchSummary", "run_bench"]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +195,3 @@ def _record(row: tuple[Any, ...]) -> CellRecord:
     return CellRecord(cid, kind, title, json.loads(params), json.loads(deps), chash,
                       json.loads(result), json.loads(artifacts), json.loads(versions),
                       json.loads(machine), device, wall, finished)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -55,6 +55,7 @@ def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -
             lists where it looked and exactly what to do.
     """
     from encshield import data, paths
+    from encshield.data.api import DATASETS
 
     if "cifar10" in data.available(data_root):
         return data_root
@@ -62,8 +63,8 @@ def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -
     if data_root is not None:
         raise DatasetNotFoundError(
             f"CIFAR-10 was not found under --data-root {data_root}. Put the official "
-            f"cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) or "
-            f"an ImageFolder copy in {data_root}/cifar10/, or drop --data-root to download it")
+            f"cifar-10-python.tar.gz or an ImageFolder copy in {data_root}/cifar10/, or drop "
+            f"--data-root to download it")
     target = paths.default_data_root()
     why = "downloads are disabled (--no-download)"
     if download:
@@ -74,10 +75,10 @@ def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -
             why = f"the download into {target} finished but the files are not readable"
         except EncshieldError as error:
             why = f"the download failed: {error}"
+    official = DATASETS.get("cifar10").resources[0]
     raise DatasetNotFoundError(
         f"CIFAR-10 was not found (looked in {', '.join(looked)}) and {why}.\nTo fix it, either:\n"
-        f"  * download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (sha256 "
-        f"6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce) into "
+        f"  * download {official.url} (sha256 {official.sha256}) into "
         f"{target}/cifar10/ and run `encshield quickstart` again, or\n"
         f"  * point ENCSHIELD_DATA (or --data-root) at a folder holding cifar10/ "
         f"(the official pickles or an ImageFolder copy)")

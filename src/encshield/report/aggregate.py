@@ -311,13 +311,11 @@ def slug(text: str) -> str:
 
 
 def format_budget(eps: float | None) -> str:
-    """``10/255`` -> ``"10/255"``; other budgets as a decimal; ``None`` -> ``"-"``."""
-    if eps is None:
-        return "-"
-    value = eps * 255
-    if abs(value - round(value)) < 1e-6:
-        return f"{round(value)}/255"
-    return f"{eps:.4g}"
+    """``10/255`` -> ``"10/255"`` (:func:`encshield.evaluation.protocol.format_budget`);
+    ``None`` -> ``"-"``."""
+    from encshield.evaluation.protocol import format_budget as budget_text
+
+    return "-" if eps is None else budget_text(eps)
 
 
 def table_matrix(table: ResultTable) -> tuple[list[str], list[list[str]]]:
