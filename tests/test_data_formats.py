@@ -267,6 +267,33 @@ def test_tiny_imagenet_val_only_without_wnids(tmp_path: Path) -> None:
     assert_split(data.load("tiny_imagenet", "val", root=archive, cache=False), expected["val"], name="tiny_imagenet", split="val")
 
 
+@pytest.mark.parametrize("train_kind,val_kind", [("tar.xz", "tar.xz"), ("zip", "tar.gz"), ("dir", "tar.xz")])
+def test_tiny_imagenet_splits_across_archives(tmp_path: Path, train_kind: str, val_kind: str) -> None:
+    """A train archive (with wnids.txt) beside a val archive (with words.txt), as users keep
+    ImageNet-style archives: both splits are found, labelled by the same class order; a train
+    folder with fewer than the official 500 images per class is accepted and its count noted."""
+    expected = df.write_tiny(tmp_path / "src", n_train=3)
+    base = tmp_path / "src" / "tiny-imagenet-200"
+    parts = {"train": tmp_path / "train-part", "val": tmp_path / "val-part"}
+    for split, moved in (("train", ("train", "wnids.txt")), ("val", ("val", "words.txt"))):
+        for name in moved:
+            shutil.move(str(base / name), str(parts[split] / "tiny-imagenet-200" / name))
+    root = tmp_path / "root" / "tiny-imagenet"
+    root.mkdir(parents=True)
+    for split, kind in (("train", train_kind), ("val", val_kind)):
+        if kind == "dir":
+            shutil.copytree(parts[split], root, dirs_exist_ok=True)
+        else:
+            df.make_archive(parts[split], root / f"tiny-imagenet-200_{split}.{kind}")
+    info = data.info("tiny_imagenet", root=tmp_path / "root")
+    assert info.splits == {"train": 9, "val": 5} and not info.missing
+    assert info.class_names == ("goldfish", "European fire salamander", "bullfrog")
+    assert any("3 per class" in note and "500" in note for note in info.notes)
+    for split in ("train", "val"):
+        ds = data.load("tiny_imagenet", split, root=tmp_path / "root", cache=False)
+        assert_split(ds, expected[split], name="tiny_imagenet", split=split)
+
+
 def test_tiny_imagenet_real_jpeg_grey(tmp_path: Path) -> None:
     """A real greyscale JPEG decodes to 3 identical channels."""
     df.write_tiny(tmp_path, n_val=2, grey_val=())

@@ -46,8 +46,10 @@ def test_info_mnist_only_test(shared_data: Path) -> None:
 
 
 def test_info_tiny_imagenet(shared_data: Path) -> None:
+    """The train-subset archive and the val archive side by side form one dataset."""
     info = data.info("tiny_imagenet", root=shared_data)
-    assert info.splits == {"val": 10_000}
+    assert info.splits == {"train": 40_000, "val": 10_000} and not info.missing
+    assert any("200 per class" in note for note in info.notes)
     assert info.num_classes == 200 and len(set(info.class_names)) == 200
     assert "goldfish" in info.class_names
 

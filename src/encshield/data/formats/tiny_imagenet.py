@@ -54,6 +54,9 @@ class TinyImageNet(DatasetFormat):
     )
     known_files = {
         "tiny-imagenet-200_val.tar.xz": "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14",
+        "tiny-imagenet-200_train-200-per-class.tar.xz": (
+            "5b33f1d29fb0833d42cf09d9eec94e873e11cf2376895466b845dbec97ee60da"
+        ),
     }
 
     # -- finding -------------------------------------------------------------------------------
@@ -84,36 +87,65 @@ class TinyImageNet(DatasetFormat):
         return found
 
     def find(self, containers: Sequence[Container]) -> Layout | None:
+        """Each split from the first container (priority order) that holds it, so a train archive
+        and a val archive side by side (or a train folder beside a val archive) form one dataset.
+
+        ``val_annotations.txt`` comes from the val images' own folder; ``wnids.txt`` and
+        ``words.txt`` from the same place as a split where possible, else from any container.
+        """
         layout = Layout(kind="tiny-imagenet")
-        for container in containers:
-            scanned = {p: v for p, v in self._scan(container).items() if "train" in v or "val" in v}
-            if not scanned:
-                continue
-            prefix = min(scanned, key=lambda p: (len(p), p))
-            found = scanned[prefix]
-            meta = {n: found[n] for n in _META if n in found}
-            layout.shared.update(meta)
-            layout.shared["prefix"] = prefix
-            layout.shared["container"] = container
-            if "train" in found:
-                train: dict[str, list[FileEntry]] = found["train"]  # type: ignore[assignment]
-                entries = [e for wnid in sorted(train) for e in sort_entries(train[wnid])]
-                layout.splits["train"] = SplitFiles(
-                    entries, count=len(entries), data={"wnids": sorted(train)}
-                )
+        scans = [(c, self._scan(c)) for c in containers]
+        homes: list[dict[str, object]] = []  # the scanned prefixes the splits come from
+        for split in ("train", "val"):
+            for container, scanned in scans:
+                prefixes = [p for p, v in scanned.items() if split in v]
+                if not prefixes:
+                    continue
+                found = scanned[min(prefixes, key=lambda p: (len(p), p))]
+                homes.append(found)
+                if split == "train":
+                    layout.splits["train"] = self._train_split(found["train"], layout)  # type: ignore[arg-type]
+                else:
+                    images = sort_entries(found["val"])  # type: ignore[arg-type]
+                    ann = found.get("val_annotations.txt")
+                    layout.shared["val_annotations.txt"] = ann
+                    layout.splits["val"] = SplitFiles(
+                        images + ([ann] if ann else []),  # type: ignore[list-item]
+                        count=len(images),
+                        data={"images": images},
+                    )
+                    if ann is None:
+                        layout.notes.append("val/val_annotations.txt (val labels) is missing")
+                break
             else:
-                layout.missing["train"] = "no train/<wnid>/images/ found"
-            if "val" in found:
-                images = sort_entries(found["val"])  # type: ignore[arg-type]
-                ann = meta.get("val_annotations.txt")
-                entries = images + ([ann] if ann else [])
-                layout.splits["val"] = SplitFiles(entries, count=len(images), data={"images": images})
-                if ann is None:
-                    layout.notes.append("val/val_annotations.txt (val labels) is missing")
-            else:
-                layout.missing["val"] = "no val/images/ found"
-            break
-        return layout if layout.splits else None
+                where = "train/<wnid>/images/" if split == "train" else "val/images/"
+                layout.missing[split] = f"no {where} found"
+        if not layout.splits:
+            return None
+        everywhere = [v for _, scanned in scans for v in scanned.values()]
+        for name in ("wnids.txt", "words.txt"):
+            entry = next((h[name] for h in [*homes, *everywhere] if name in h), None)
+            if entry is not None:
+                layout.shared[name] = entry
+                for files in layout.splits.values():  # class order/names depend on it: cache key
+                    files.entries.append(entry)  # type: ignore[arg-type]
+        if layout.shared.get("val_annotations.txt") is None:
+            layout.shared.pop("val_annotations.txt", None)
+        return layout
+
+    @staticmethod
+    def _train_split(train: dict[str, list[FileEntry]], layout: Layout) -> SplitFiles:
+        """The train images class by class; a copy with fewer than the official 500 images per
+        class (e.g. a subset) is accepted and its per-class count noted."""
+        images = [e for wnid in sorted(train) for e in sort_entries(train[wnid])]
+        per_class = sorted({len(v) for v in train.values()})
+        if per_class != [500]:
+            counts = f"{per_class[0]}" if len(per_class) == 1 else f"{per_class[0]}-{per_class[-1]}"
+            layout.notes.append(
+                f"train: {len(images)} images in {len(train)} class folders, {counts} per class "
+                "(the official split has 500 per class)"
+            )
+        return SplitFiles(list(images), count=len(images), data={"images": images, "wnids": sorted(train)})
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -158,7 +190,8 @@ class TinyImageNet(DatasetFormat):
             wnids = sorted({w for _, w in self._annotations(layout)})
         else:
             raise DatasetCorruptError(
-                f"Tiny-ImageNet in {layout.shared['container'].describe()}: neither wnids.txt, "  # type: ignore[union-attr]
+                f"Tiny-ImageNet in {next(iter(layout.splits.values())).entries[0].container.describe()}: "
+                "neither wnids.txt, "
                 "train folders nor val/val_annotations.txt found, so the classes are unknown"
             )
         layout.shared["wnids"] = wnids
@@ -186,18 +219,22 @@ class TinyImageNet(DatasetFormat):
 
     def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
         files = layout.splits[split]
-        images_list: list[FileEntry] = (
-            files.entries if split == "train" else files.data["images"]
-        )
+        images_list: list[FileEntry] = files.data["images"]
         ann: FileEntry | None = layout.shared.get("val_annotations.txt")  # type: ignore[assignment]
         if split == "val" and ann is None:
             raise DatasetCorruptError(
                 f"Tiny-ImageNet val images in {images_list[0].container.describe()} have no "
                 "val/val_annotations.txt (the labels); extract/download tiny-imagenet-200.zip again"
             )
-        # one pass: the images and the (small) metadata files together
+        # the (small) metadata files that sit in the images' archives come in the same pass; those
+        # in other archives (e.g. wnids.txt in a train archive when reading val) in a short one
         meta = [] if "meta_read" in layout.shared else [layout.shared[n] for n in _META if n in layout.shared]
-        arrays, blobs = read_images_and_files(images_list, meta)  # type: ignore[arg-type]
+        homes = {id(e.container) for e in images_list}
+        arrays, blobs = read_images_and_files(
+            images_list, [e for e in meta if id(e.container) in homes]
+        )
+        elsewhere = [e for e in meta if id(e.container) not in homes]
+        read_entries(elsewhere, lambda e, d: blobs.__setitem__(e, d), verify=False)
         if meta:
             for entry, data in blobs.items():
                 layout.shared[f"text:{entry.name}"] = _text(data)
