@@ -294,6 +294,16 @@ def test_tiny_imagenet_splits_across_archives(tmp_path: Path, train_kind: str, v
         assert_split(ds, expected[split], name="tiny_imagenet", split=split)
 
 
+def test_splits_joined_with_plus(tmp_path: Path) -> None:
+    """``"train+val"`` concatenates the splits in that order (each part may be sliced)."""
+    expected = df.write_tiny(tmp_path)
+    both = data.load("tiny_imagenet", "train+val", root=tmp_path, cache=False)
+    assert both.split == "train+val" and len(both) == 6 + 5
+    assert np.array_equal(both.images.numpy(), np.concatenate([expected["train"][0], expected["val"][0]]))
+    assert np.array_equal(both.labels.numpy(), np.concatenate([expected["train"][1], expected["val"][1]]))
+    assert len(data.load("tiny_imagenet", "train[:2]+val", root=tmp_path, cache=False)) == 2 + 5
+
+
 def test_tiny_imagenet_real_jpeg_grey(tmp_path: Path) -> None:
     """A real greyscale JPEG decodes to 3 identical channels."""
     df.write_tiny(tmp_path, n_val=2, grey_val=())

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -924,3 +926,24 @@ def test_errors_name_the_problem() -> None:
         dino_loss([a], [a], torch.zeros(3, dtype=F64))
     with pytest.raises(ValueError, match="center"):
         dino_loss([a, a], [a, a], torch.zeros(4, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "loss,shapes",
+    [
+        (nt_xent_loss, [(64, 16), (64, 16)]),
+        (byol_loss, [(64, 16), (64, 16)]),
+        (barlow_twins_loss, [(64, 16), (64, 16)]),
+        (wmse_loss, [(64, 16), (64, 16)]),
+    ],
+)
+def test_losses_run_in_float32_under_autocast(loss: Any, shapes: list[tuple[int, int]]) -> None:
+    """Inside a bf16 autocast region (mixed-precision pre-training) a loss casts its inputs to
+    float32 and runs without autocast: same value as a float32 call on the same (bf16) inputs."""
+    torch.manual_seed(0)
+    inputs = [torch.randn(*s).bfloat16() for s in shapes]
+    reference = loss(*[x.float() for x in inputs])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(*inputs)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, reference, rtol=1e-6, atol=1e-6)

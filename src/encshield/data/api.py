@@ -411,6 +411,18 @@ def load(
         DatasetNotFoundError: files not found (lists where it looked and how to get them).
         DatasetCorruptError: a file is truncated/damaged (names it and what to do).
     """
+    if "+" in split:
+        parts = [load(name, part, root, image_size, cache) for part in split.split("+")]
+        if len({p.image_size for p in parts}) > 1:
+            raise ConfigError(
+                f"{name} split {split!r}: the parts have different image sizes "
+                f"({', '.join(str(p.image_size) for p in parts)}); give image_size to combine them"
+            )
+        return ImageDataset(
+            name=parts[0].name, split=split,
+            images=torch.cat([p.images for p in parts]), labels=torch.cat([p.labels for p in parts]),
+            class_names=parts[0].class_names,
+        )
     fmt = DATASETS.get(name)
     split, window = parse_split(split)
     fmt.check_split_name(split)

@@ -27,8 +27,10 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,36 @@ __all__ = [
 ]
 
 Views = Sequence[Tensor] | Tensor
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _float32(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_float32(v) for v in value)
+    return value
+
+
+def full_precision(fn: _F) -> _F:
+    """Run a loss in float32 even inside an autocast region (bf16/fp16 mixed precision).
+
+    Under autocast the encoder and heads run in half precision, but similarity matrices at
+    temperature 0.1-0.2, exponentials and the Cholesky/eigen factorisations of the whitening
+    losses need float32: floating-point tensor arguments are cast to float32 and autocast is
+    disabled for the loss. Without autocast this adds nothing (float32 inputs pass unchanged).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+        device = tensors[0].device.type if tensors else "cpu"
+        if not torch.is_autocast_enabled(device):
+            return fn(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return fn(*_float32(args), **{k: _float32(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +173,7 @@ def _linalg_dtype(x: Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------
 
 
+@full_precision
 def nt_xent_multiview_loss(views: Views, temperature: float = 0.2) -> Tensor:
     """NT-Xent over ``V >= 2`` views of the same ``N`` samples (SimCLR's loss, multi-positive).
 
@@ -182,6 +215,7 @@ def nt_xent_multiview_loss(views: Views, temperature: float = 0.2) -> Tensor:
     return -per_anchor.mean()
 
 
+@full_precision
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
     """SimCLR's NT-Xent loss of two views (Chen et al., ICML 2020, eq. (1)).
 
@@ -201,6 +235,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
     return nt_xent_multiview_loss([z1, z2], temperature)
 
 
+@full_precision
 def infonce_loss(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
     """MoCo's InfoNCE loss with a queue of negatives (MoCo v2+ in solo-learn).
 
@@ -266,6 +301,7 @@ def enqueue(queue: Tensor, keys: Tensor, ptr: int) -> tuple[Tensor, int]:
     return new, (ptr + b) % size
 
 
+@full_precision
 def mocov3_loss(q: Tensor, k: Tensor, temperature: float = 0.2) -> Tensor:
     """MoCo v3's in-batch InfoNCE (Chen, Xie, He, "An Empirical Study of Training
     Self-Supervised Vision Transformers", ICCV 2021, Alg. 1).
@@ -292,6 +328,7 @@ def mocov3_loss(q: Tensor, k: Tensor, temperature: float = 0.2) -> Tensor:
     return F.cross_entropy(logits, labels) * (2.0 * temperature)
 
 
+@full_precision
 def nearest_neighbour(z: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
     """NNCLR's support-set lookup: the entry of ``queue`` with the highest cosine similarity.
 
@@ -316,6 +353,7 @@ def nearest_neighbour(z: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
     return queue.detach()[idx], idx
 
 
+@full_precision
 def nnclr_loss(nn: Tensor, p: Tensor, temperature: float = 0.2) -> Tensor:
     """NNCLR's loss (Dwibedi et al., ICCV 2021, eq. (2)).
 
@@ -347,6 +385,7 @@ def nnclr_loss(nn: Tensor, p: Tensor, temperature: float = 0.2) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+@full_precision
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL's regression loss (Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020, eq. (2)).
 
@@ -366,6 +405,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     return (2.0 - 2.0 * cos).mean()
 
 
+@full_precision
 def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
     """SimSiam's loss (Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021,
     eq. (1) with the stop-gradient of eq. (3)).
@@ -385,6 +425,7 @@ def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
     return -cos.mean()
 
 
+@full_precision
 def ressl_loss(
     q: Tensor,
     k: Tensor,
@@ -427,6 +468,7 @@ def ressl_loss(
     return -(p_k * log_p_q).sum(dim=1).mean()
 
 
+@full_precision
 def dino_loss(
     student_out: Views,
     teacher_out: Views,
@@ -487,6 +529,7 @@ def dino_loss(
     return total / pairs
 
 
+@full_precision
 def dino_center_update(center: Tensor, teacher_out: Views, momentum: float = 0.9) -> Tensor:
     """DINO's centre update (Caron et al., ICCV 2021, eq. (4)).
 
@@ -519,6 +562,7 @@ def dino_center_update(center: Tensor, teacher_out: Views, momentum: float = 0.9
 # --------------------------------------------------------------------------------------------
 
 
+@full_precision
 def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
     """SwAV's equal-partition code assignment (Caron, Misra, Mairal, Goyal, Bojanowski, Joulin,
     "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments", NeurIPS 2020,
@@ -556,6 +600,7 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
     return q.to(scores.dtype)
 
 
+@full_precision
 def swav_loss(
     scores1: Tensor, scores2: Tensor, q1: Tensor, q2: Tensor, temperature: float = 0.1
 ) -> Tensor:
@@ -596,6 +641,7 @@ def _standardise(z: Tensor, eps: float) -> Tensor:
     return (z - mean) / torch.sqrt(var + eps)
 
 
+@full_precision
 def barlow_twins_loss(
     z1: Tensor,
     z2: Tensor,
@@ -651,6 +697,7 @@ def _invariance_variance_covariance(
         "covariance": cov_term(z1) + cov_term(z2),
     }
 
+@full_precision
 def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]:
     """The three unweighted terms of VICReg (Bardes, Ponce, LeCun, "VICReg:
     Variance-Invariance-Covariance Regularization for Self-Supervised Learning", ICLR 2022).
@@ -683,6 +730,7 @@ def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]
     return _invariance_variance_covariance(z1, z2, eps, cov_term)
 
 
+@full_precision
 def vicreg_loss(
     z1: Tensor,
     z2: Tensor,
@@ -707,6 +755,7 @@ def vicreg_loss(
     return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
 
 
+@full_precision
 def vibcreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]:
     """The three unweighted terms of VIbCReg (Lee & Aune, "VIbCReg:
     Variance-Invariance-better-Covariance Regularization for Self-Supervised Learning on Time
@@ -734,6 +783,7 @@ def vibcreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor
     return _invariance_variance_covariance(z1, z2, eps, cov_term)
 
 
+@full_precision
 def vibcreg_loss(
     z1: Tensor,
     z2: Tensor,
@@ -758,6 +808,7 @@ def vibcreg_loss(
     return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
 
 
+@full_precision
 def iternorm(x: Tensor, num_groups: int = 64, iterations: int = 5, eps: float = 1e-5) -> Tensor:
     """Iterative (Newton-Schulz) group whitening of a batch, training mode (Huang, Zhou, Zhu, Liu,
     Shao, "Iterative Normalization: Beyond Standardization towards Efficient Whitening",
@@ -807,6 +858,7 @@ def iternorm(x: Tensor, num_groups: int = 64, iterations: int = 5, eps: float = 
     return (w @ xc).reshape(d, n).T
 
 
+@full_precision
 def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
     """W-MSE's Cholesky whitening of a batch (Ermolov, Siarohin, Sangineto, Sebe, "Whitening for
     Self-Supervised Representation Learning", ICML 2021, eqs. (4)-(5)).
@@ -847,6 +899,7 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
     return out.to(x.dtype)
 
 
+@full_precision
 def wmse_loss(
     z1: Tensor,
     z2: Tensor,
