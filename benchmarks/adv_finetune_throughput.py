@@ -4,8 +4,8 @@ For a tiny-tier classifier (ResNet-18 at width 16 + the MLP head, 32 px, 10 clas
 weights) and one random batch, times
 
 (a) one real step of the shared fine-tuning loop,
-    :meth:`encshield.defenses.adversarial.FinetuningDefense.train_step` (the very method
-    :meth:`~encshield.defenses.adversarial.FinetuningDefense.fit` calls per batch): train mode,
+    :meth:`encshield.defenses.finetuning.FinetuningDefense.train_step` (the very method
+    :meth:`~encshield.defenses.finetuning.FinetuningDefense.fit` calls per batch): train mode,
     the defense's inner PGD attack (``encshield.attacks.whitebox.pgd``, eval mode,
     ``keep_best="last"``), the no-parameter-gradient check, the train-mode forward(s) and the
     defense's ``loss(model, x, x_adv, y)`` hook, ``backward``, one step of both Adam optimisers
@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_model_arguments, time_interleaved, tiny_classifier, write  # noqa: E402
 
 from encshield.defenses import build_defense  # noqa: E402
-from encshield.defenses.adversarial import FinetuningDefense  # noqa: E402
+from encshield.defenses.finetuning import FinetuningDefense  # noqa: E402
 from encshield.defenses.losses import (  # noqa: E402
     genetic_regularization,
     mart_loss,

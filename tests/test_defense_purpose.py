@@ -21,7 +21,7 @@ from encshield import data, zoo
 from encshield.attacks.universal import fit_universal
 from encshield.attacks.whitebox import pgd
 from encshield.defenses import build_defense
-from encshield.evaluation.protocol import select_subset
+from encshield.evaluation.subsets import select_subset
 
 EPS = 4 / 255
 ATTACK = {"eps": EPS, "steps": 3, "step_size": 2 / 255}

@@ -63,10 +63,10 @@ def test_defense_runs(name: str, data: ImageDataset) -> None:
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), k
     rec = result.record
-    assert rec["name"] == name and rec["epochs"] == 2 and rec["seed"] == 0
-    assert len(rec["losses"]) == 2 and len(rec["train_accuracy"]) == 2
-    assert len(rec["loss_parts"]) == 2 and rec["time_s"] > 0
-    assert rec["config"]["epochs"] == 2
+    assert rec.name == name and rec.epochs == 2 and rec.seed == 0
+    assert len(rec.losses) == 2 and len(rec.train_accuracy) == 2
+    assert len(rec.loss_parts) == 2 and rec.time_s > 0
+    assert rec.config["epochs"] == 2
     # optimisers created once: same objects, Adam state keeps counting across epochs
     assert optimizer_ids[0] == optimizer_ids[1]
     batches = (len(data) + 31) // 32
@@ -89,7 +89,7 @@ def test_same_seed_same_weights(name: str, data: ImageDataset) -> None:
 def test_standard_loss_decreases(data: ImageDataset) -> None:
     result = build_defense("standard", epochs=4, batch_size=16, head_init="random",
                            encoder_lr=1e-3).fit(encoder(), data, NUM_CLASSES, seed=0)
-    losses = result.record["losses"]
+    losses = result.record.losses
     assert losses[-1] < losses[0]
 
 
@@ -118,8 +118,8 @@ def test_genaf_options(options: dict, data: ImageDataset) -> None:
     result = build_defense("genaf_stage1", **dict(SMOKE, epochs=1), **options).fit(
         encoder(), data, NUM_CLASSES)
     rec = result.record
-    assert all(k in rec["loss_parts"][0] for k in ("ce_adv", "gr"))
-    assert rec["paper_code_compat"] == options.get("paper_code_compat", False)
+    assert all(k in rec.loss_parts[0] for k in ("ce_adv", "gr"))
+    assert rec.details["paper_code_compat"] == options.get("paper_code_compat", False)
 
 
 def test_config_defaults_and_errors() -> None:

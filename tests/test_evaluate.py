@@ -1,4 +1,4 @@
-"""The evaluation protocol: evaluate_classifier, run_dae_protocol, records and ``encshield evaluate``.
+"""The evaluation: evaluate_classifier, the evaluate_model workflow, records and ``encshield evaluate``.
 
 Smoke tier: a seeded random-init ResNet-18 of width 8 and tiny synthetic datasets whose classes
 differ in colour (so that even random features separate them). One test on real CIFAR-10.
@@ -22,17 +22,11 @@ from encshield.checkpoints import save_encoder, sha256_file
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.evaluation import metrics
-from encshield.evaluation.protocol import (
-    WhiteboxSpec,
-    evaluate_classifier,
-    format_budget,
-    parse_budget,
-    parse_whitebox,
-    run_dae_protocol,
-    select_subset,
-)
+from encshield.budgets import format_budget, parse_budget
+from encshield.evaluation import WhiteboxSpec, evaluate_classifier, parse_whitebox, select_subset
 from encshield.evaluation.records import EvaluationRecord, config_digest
 from encshield.models import Classifier, Encoder, build_encoder
+from encshield.workflows import DataSpec, evaluate_model
 
 
 
@@ -244,7 +238,7 @@ def test_encoder_attack_callables(smoke: dict) -> None:
                                  encoder_attacks={"flip": flip})
     assert seen and all(t is Encoder for t in seen)
     row = record.metrics["flip"]
-    assert row.kind == "encoder" and row.num_samples == 30
+    assert row.kind == "encoder_deployed" and row.num_samples == 30
     with torch.no_grad():
         expected = smoke["classifier"]((smoke["test_x"].float() / 255).flip(-1)).argmax(1).tolist()
     assert record.per_sample.adv_pred["flip"] == expected
@@ -261,8 +255,9 @@ def test_real_pgd_row_has_ra_at_most_ba(smoke: dict) -> None:
     assert pgd.robust_accuracy <= pgd.benign_accuracy
     assert pgd.max_linf <= 8 / 255 + 1e-5
     feature = record.metrics["feature_pgd:eps=8/255,steps=3"]
-    assert feature.kind == "encoder" and feature.max_linf <= 8 / 255 + 1e-5
-    assert list(record.metrics) == ["clean", "feature_pgd:eps=8/255,steps=3", "pgd:eps=8/255,steps=5"]
+    assert feature.kind == "encoder_deployed" and feature.max_linf <= 8 / 255 + 1e-5
+    assert list(record.metrics) == ["clean", "feature_pgd:eps=8/255,steps=3",
+                                    "pgd:eps=8/255,steps=5", "worst-case all"]
 
 
 def test_validation_errors(smoke: dict) -> None:
@@ -280,7 +275,7 @@ def test_validation_errors(smoke: dict) -> None:
             evaluate_classifier(clf, x, y, whitebox=["pgd:eps=8/255,bogus=1"])
         with pytest.raises(ConfigError, match="bogus"):
             evaluate_classifier(clf, x, y, whitebox=["feature_pgd:eps=8/255,bogus=1"])
-        with pytest.raises(ConfigError, match="unknown white-box attack"):
+        with pytest.raises(ConfigError, match="unknown per-sample attack"):
             evaluate_classifier(clf, x, y, whitebox=["nope:eps=8/255"])
     wrong_size = Perturbation(kind="additive", delta=torch.zeros(3, 16, 16), eps=0.1)
     with pytest.raises(ConfigError, match="size"):
@@ -402,12 +397,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "zero": base / "zero.safetensors", "grey": base / "grey.safetensors"}
 
 
-def test_run_dae_protocol_records_the_experiment(files: dict[str, Path]) -> None:
-    record = run_dae_protocol(
-        files["encoder"], "imagefolder", root=files["root"], head="linear", head_epochs=3,
-        perturbation_files=[files["zero"], files["grey"]], limit_train=24, limit_test=12, seed=0,
-        batch_size=8,
-    )
+def _no_defense(files: dict[str, Path], **kwargs: object) -> EvaluationRecord:
+    """evaluate_model with a linear head trained on 24 images, 12 test images (seed 0)."""
+    return evaluate_model(
+        DataSpec("imagefolder", "test", limit=12, seed=0, root=str(files["root"])),
+        encoder=files["encoder"], train=DataSpec("imagefolder", "train", limit=24, seed=0,
+                                                 root=str(files["root"])),
+        head="linear", head_epochs=3, perturbations=[files["zero"], files["grey"]], seed=0,
+        batch_size=8, **kwargs)  # type: ignore[arg-type]
+
+
+def test_evaluate_model_records_the_experiment(files: dict[str, Path]) -> None:
+    record = _no_defense(files)
     config = record.config
     assert config["encoder"]["sha256"] == sha256_file(files["encoder"])
     assert config["encoder"]["provenance"]["ssl_method"] == "random"
@@ -419,35 +420,26 @@ def test_run_dae_protocol_records_the_experiment(files: dict[str, Path]) -> None
     assert len(config["head"]["training_record"]["losses"]) == 3
     assert config["perturbation_files"]["zero"]["sha256"] == sha256_file(files["zero"])
     assert config["perturbation_files"]["grey"]["kind"] == "patch"
-    assert list(record.metrics) == ["clean", "zero", "grey"]
+    assert list(record.metrics) == ["clean", "zero", "grey", "worst-case DAE"]
     assert record.metrics["zero"].fooling_rate == 0.0
-    assert set(record.wall_time_s) >= {"load_encoder", "load_data", "train_head", "clean", "total"}
+    assert set(record.wall_time_s) >= {"load_model", "load_data", "train_head", "clean", "total"}
     assert record.per_sample is not None and len(record.per_sample.test_indices) == 12
     # the same experiment gives the same hash (the head's losses are outcomes, not config)
-    again = run_dae_protocol(
-        files["encoder"], "imagefolder", root=files["root"], head="linear", head_epochs=3,
-        perturbation_files=[files["zero"], files["grey"]], limit_train=24, limit_test=12, seed=0,
-        batch_size=8,
-    )
+    again = _no_defense(files)
     assert again.config_hash == record.config_hash
     assert again.metrics == record.metrics
 
 
-def test_run_dae_protocol_with_a_custom_classifier_builder(files: dict[str, Path]) -> None:
-    calls: list[int] = []
-
-    def builder(encoder: torch.nn.Module, train_set: object, seed: int) -> tuple[torch.nn.Module, dict]:
-        calls.append(len(train_set))  # type: ignore[arg-type]
-        head = torch.nn.Linear(encoder.feature_dim, NUM_CLASSES)
-        return Classifier(encoder, head), {"name": "untrained-linear"}
-
-    record = run_dae_protocol(files["encoder"], "imagefolder", root=files["root"],
-                              limit_train=6, seed=1)
-    custom = run_dae_protocol(files["encoder"], "imagefolder", root=files["root"],
-                              limit_train=6, seed=1, build_classifier=builder)
-    assert calls == [6]
-    assert custom.config["head"] == {"defense": "custom", "name": "untrained-linear"}
-    assert record.config["head"]["defense"] == "none"
+def test_evaluate_model_on_a_given_classifier(files: dict[str, Path]) -> None:
+    """model= takes a Classifier as it is: no head is trained, the stored record is empty."""
+    encoder = smoke_encoder(seed=1)
+    head = torch.nn.Linear(encoder.feature_dim, NUM_CLASSES)
+    record = evaluate_model(DataSpec("imagefolder", "test", root=str(files["root"])),
+                            model=Classifier(encoder, head))
+    assert record.config["head"]["defense"] == "unknown" and "train_head" not in record.wall_time_s
+    assert record.metrics["clean"].num_samples == 18
+    with pytest.raises(ConfigError, match="exactly one"):
+        evaluate_model(DataSpec("imagefolder", "test", root=str(files["root"])))
 
 
 def _evaluate_main(argv: list[str]) -> int:
@@ -505,7 +497,7 @@ def test_cli_reports_bad_input_cleanly(files: dict[str, Path], capsys: pytest.Ca
     args = local.parse_args(["evaluate", "--encoder", str(files["base"] / "missing.safetensors"),
                              "--dataset", "imagefolder", "--root", str(files["root"]),
                              "--output", str(files["base"] / "never.json")])
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(ConfigError, match="neither 'zoo:NAME' nor an existing checkpoint"):
         args.func(args)
 
 
@@ -522,10 +514,11 @@ def test_random_encoder_on_real_cifar10(shared_data: Path) -> None:
     noise = torch.empty(3, 32, 32).uniform_(-8 / 255, 8 / 255, generator=torch.Generator().manual_seed(0))
     random_noise = Perturbation(kind="additive", delta=noise, eps=8 / 255, metadata={"attack": "noise"})
     whitebox = ["pgd:eps=8/255,steps=10", "feature_pgd:eps=8/255,steps=10"] if HAS_WHITEBOX else []
-    record = run_dae_protocol(encoder, "cifar10", root=shared_data, head="linear", head_epochs=20,
-                              limit_train=2000, limit_test=500, seed=0,
-                              perturbations={"noise": random_noise}, whitebox=whitebox,
-                              whitebox_limit=100)
+    record = evaluate_model(
+        DataSpec("cifar10", "test", limit=500, seed=0, root=str(shared_data)), encoder=encoder,
+        train=DataSpec("cifar10", "train", limit=2000, seed=0, root=str(shared_data)),
+        head="linear", head_epochs=20, seed=0, perturbations={"noise": random_noise},
+        whitebox=whitebox, whitebox_limit=100)
     seconds = record.wall_time_s["total"] - record.wall_time_s["load_data"]
     assert seconds < 60, record.wall_time_s
     assert record.config["dataset"]["train"]["used"] == 2000
@@ -543,4 +536,5 @@ def test_random_encoder_on_real_cifar10(shared_data: Path) -> None:
         # PGD at 8/255 on an undefended model: nearly every correct prediction flips
         assert pgd.robust_accuracy < 0.5 * pgd.benign_accuracy
         feature = record.metrics["feature_pgd:eps=8/255,steps=10"]
-        assert feature.kind == "encoder" and feature.fooling_rate > noise_row.fooling_rate
+        assert feature.kind == "encoder_deployed"
+        assert feature.fooling_rate > noise_row.fooling_rate

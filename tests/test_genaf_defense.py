@@ -76,25 +76,26 @@ def test_genaf_runs_and_records(fitted) -> None:
         out = clf(synthetic().to_float(slice(0, 5)))
     assert out.shape == (5, NUM_CLASSES) and torch.isfinite(out).all()
     rec = result.record
-    assert rec["name"] == "genaf" and rec["seed"] == 0
-    assert rec["stage1"]["name"] == "genaf_stage1" and rec["stage1"]["epochs"] == 1
-    assert len(rec["layer_scores"]) == 23 == rec["num_candidates"]
-    for score in rec["layer_scores"]:
+    assert rec.name == "genaf" and rec.seed == 0
+    details = rec.details
+    assert details["stage1"]["name"] == "genaf_stage1" and details["stage1"]["epochs"] == 1
+    assert len(details["layer_scores"]) == 23 == details["num_candidates"]
+    for score in details["layer_scores"]:
         assert {"name", "score", "original_loss", "max_loss"} <= set(score)
         assert score["score"] >= 0
         assert score["max_loss"] == pytest.approx(score["original_loss"] + score["score"])
-    assert len(rec["chosen_layers"]) == int(0.2 * 23) == 4
-    lowest = sorted(rec["layer_scores"], key=lambda s: (s["score"], s["index"]))[:4]
-    assert rec["chosen_layers"] == [s["name"] for s in lowest]
-    assert len(rec["stage2_history"]) == 1 and rec["probe"]["size"] == 16
-    assert rec["config"]["k"] == 0.2 and rec["epochs"] == 2 and len(rec["losses"]) == 2
+    assert len(details["chosen_layers"]) == int(0.2 * 23) == 4
+    lowest = sorted(details["layer_scores"], key=lambda s: (s["score"], s["index"]))[:4]
+    assert details["chosen_layers"] == [s["name"] for s in lowest]
+    assert len(details["stage2_history"]) == 1 and details["probe"]["size"] == 16
+    assert rec.config["k"] == 0.2 and rec.epochs == 2 and len(rec.losses) == 2
 
 
 def test_only_chosen_layers_change(fitted) -> None:
     _, _, result, events = fitted
     stage1 = events["stage1_end"]["state"]
     final = result.classifier.state_dict()
-    chosen = result.record["chosen_layers"]
+    chosen = result.record.details["chosen_layers"]
     allowed = {f"{name}.{p}" for name in chosen for p in ("weight", "bias")}
     changed = {k for k in final if not torch.equal(final[k], stage1[k])}
     assert changed <= allowed, sorted(changed - allowed)  # BN statistics included
@@ -107,12 +108,13 @@ def test_interpolation_alpha_zero_restores_stage1() -> None:
     stage1 = events["stage1_end"]["state"]
     for k, v in result.classifier.state_dict().items():
         assert torch.equal(v, stage1[k]), k
-    assert result.record["interpolation_alpha"] == 0.0
+    assert result.record.details["interpolation_alpha"] == 0.0
 
 
 def test_k_as_count() -> None:
     _, _, result, _ = fit(k=2, stage2_epochs=0)
-    assert len(result.record["chosen_layers"]) == 2 and result.record["stage2_history"] == []
+    details = result.record.details
+    assert len(details["chosen_layers"]) == 2 and details["stage2_history"] == []
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,15 +169,15 @@ def test_cli_defend_then_evaluate(cli_files: dict, capsys: pytest.CaptureFixture
     printed = capsys.readouterr().out
     assert f"wrote {model}" in printed and "fine-tuned 3 of 23 layers" in printed
     record = json.loads(model.with_suffix(".json").read_text())
-    assert record["name"] == "genaf" and len(record["chosen_layers"]) == 3
+    assert record["name"] == "genaf" and len(record["details"]["chosen_layers"]) == 3
     assert record["config"]["stage1"]["attack"]["eps"] == pytest.approx(4 / 255)
     assert record["config"]["stage1"]["attack"]["random_start"] is False  # default kept
     assert record["config"]["stage1"]["lambda_gr"] == 10
     assert record["data"]["used"] == 24 and record["data"]["split"] == "train"
-    assert record["model"]["sha256"] == sha256_file(model)
+    assert record["output"]["sha256"] == sha256_file(model)
     assert record["encoder"]["sha256"] == sha256_file(cli_files["encoder"])
     _, meta = load_classifier(model)
-    assert meta["record"]["chosen_layers"] == record["chosen_layers"]
+    assert meta["record"]["details"]["chosen_layers"] == record["details"]["chosen_layers"]
 
     result = base / "out" / "eval.json"
     assert main(["evaluate", "--model", str(model), "--dataset", "imagefolder",
@@ -190,7 +192,8 @@ def test_cli_defend_then_evaluate(cli_files: dict, capsys: pytest.CaptureFixture
 
     loaded = EvaluationRecord.load(result)
     assert loaded.config["model"]["sha256"] == sha256_file(model)
-    assert loaded.config["model"]["record"]["chosen_layers"] == record["chosen_layers"]
+    assert (loaded.config["model"]["record"]["details"]["chosen_layers"]
+            == record["details"]["chosen_layers"])
     assert loaded.config["head"]["defense"] == "genaf"
     clean = loaded.metrics["clean"]
     assert clean.num_samples == 12 and 0.0 <= clean.benign_accuracy <= 1.0

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encshield.defenses.genaf_stage2 import (
+from encshield.defenses.layer_sensitivity import (
     LayerScore,
     candidate_layers,
     finetune_layers,

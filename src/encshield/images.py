@@ -46,3 +46,13 @@ def check_images(x: torch.Tensor, name: str = "images") -> torch.Tensor:
             f"{name} must lie in [0, 1]; observed range [{lo_v:.4g}, {hi_v:.4g}] ({hint})"
         )
     return x
+
+
+def to_float(batch: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """The one uint8 -> float conversion: moves ``batch`` to ``device`` first (so only bytes
+    cross to an accelerator), then uint8 ``0..255`` -> float32 ``/ 255``; floats -> float32."""
+    if device is not None:
+        batch = batch.to(device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        return batch.float().div_(255.0)
+    return batch.float()

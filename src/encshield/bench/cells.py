@@ -1,10 +1,14 @@
 """What each kind of bench cell does. Runs in a worker process; returns plain data.
 
-* ``attack``: fit one universal attack on the encoder with the surrogate data and save the
-  perturbation (safetensors + PNG).
-* ``model``: fit one defense on a downstream train split and save the defended classifier.
-* ``evaluate``: :func:`encshield.evaluation.protocol.run_model_protocol` on the test split with
-  every perturbation of the encoder and the white-box rows.
+* ``attack``: :func:`encshield.workflows.fit_attack` with the surrogate data; the perturbation
+  (safetensors + PNG).
+* ``model``: :func:`encshield.workflows.fit_defense` on a downstream train split; the defended
+  classifier.
+* ``evaluate``: :func:`encshield.workflows.evaluate_model` on the test split with every
+  perturbation of the encoder and the per-sample rows.
+
+Each is "cell params -> workflow -> files": the workflows (:mod:`encshield.workflows`) load,
+select and fit; this module only maps parameters and names the files.
 
 Every function takes the cell's ``params``, the results/artifacts of its dependencies, the
 artifacts folder, and returns ``(result, artifacts, metric_rows)``; files are written
@@ -26,58 +30,37 @@ __all__ = ["run_cell"]
 Output = tuple[dict[str, Any], dict[str, dict[str, str]], list[dict[str, Any]]]
 
 
-def _load_encoder(identity: dict[str, str]) -> Any:
-    from encshield import zoo
-    from encshield.checkpoints import load_encoder
-
-    spec = identity["spec"]
-    if spec.startswith("zoo:"):
-        loaded = zoo.load(spec[4:])
-    else:
-        loaded = load_encoder(spec, expected_sha256=identity["sha256"])
-    return loaded
-
-
-def _size(params: dict[str, Any], encoder: Any) -> int:
-    return int(params.get("image_size") or encoder.input_size[-1])
-
-
 def _artifact(root: Path, relative: str) -> dict[str, str]:
     from encshield.checkpoints import sha256_file
 
     return {"path": relative, "sha256": sha256_file(root / relative)}
 
 
+def _encoder(params: dict[str, Any]) -> Any:
+    """The cell's encoder, verified against the sha256 recorded when the matrix was expanded."""
+    from encshield.workflows import resolve_encoder
+
+    identity = params["encoder"]
+    return resolve_encoder(identity["spec"], expected_sha256=identity["sha256"])
+
+
 def _attack_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
                  cell_id: str, data_root: str | None, device: str) -> Output:
-    import time
+    from encshield.workflows import DataSpec, fit_attack
 
-    from encshield import data
-    from encshield.attacks.universal import fit_universal
-    from encshield.evaluation.protocol import select_subset
-
-    loaded = _load_encoder(params["encoder"])
-    encoder = loaded.encoder.to(device).eval()
-    size = _size(params, encoder)
     sur = params["surrogate"]
-    dataset = data.load(sur["dataset"], sur["split"], root=data_root, image_size=size)
-    idx = select_subset(dataset.labels, sur["limit"], seed=params["seed"], mode="stratified")
-    if idx is not None:
-        dataset = dataset.subset(idx)
-    description = f"{sur['dataset']}/{sur['split']}[{len(dataset)} images] at {size}px"
-    start = time.perf_counter()
-    perturbation = fit_universal(
-        params["attack"], encoder, dataset.images, surrogate_labels=dataset.labels,
-        surrogate_head=loaded.surrogate_head, seed=params["seed"], eps=params["eps"],
-        data_description=description, **params["set"])
-    seconds = time.perf_counter() - start
+    surrogate = DataSpec(sur["dataset"], sur["split"], limit=sur["limit"], seed=params["seed"],
+                         root=data_root)
     folder = f"attacks/{cell_id}"
     (root / folder).mkdir(parents=True, exist_ok=True)
-    perturbation.save(root / folder / f"{params['row']}.safetensors")
-    perturbation.to_png(root / folder / f"{params['row']}.png")
+    perturbation, record = fit_attack(
+        params["attack"], _encoder(params), surrogate, eps=params["eps"], seed=params["seed"],
+        overrides=params["set"], image_size=params["image_size"], device=device,
+        output=root / folder / f"{params['row']}.safetensors",
+        png=root / folder / f"{params['row']}.png")
     result = {"row": params["row"], "attack": params["attack"], "eps": params["eps"],
-              "fit_seconds": round(seconds, 2), "surrogate": description,
-              "encoder_sha256": loaded.sha256}
+              "fit_seconds": round(record.fit_seconds, 2), "surrogate": record.surrogate,
+              "encoder_sha256": record.encoder["sha256"]}
     artifacts = {"perturbation": _artifact(root, f"{folder}/{params['row']}.safetensors"),
                  "png": _artifact(root, f"{folder}/{params['row']}.png")}
     return result, artifacts, []
@@ -85,61 +68,45 @@ def _attack_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
 
 def _model_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
                 cell_id: str, data_root: str | None, device: str) -> Output:
-    from encshield import data
-    from encshield.defenses import build_defense, save_classifier
-    from encshield.evaluation.protocol import select_subset
+    from encshield.workflows import DataSpec, fit_defense
 
-    loaded = _load_encoder(params["encoder"])
-    encoder = loaded.encoder
-    size = _size(params, encoder)
     ds = params["dataset"]
-    train = data.load(ds["name"], ds["train_split"], root=data_root, image_size=size)
-    num_classes = len(train.class_names)
-    idx = select_subset(train.labels, ds["limit_train"], seed=params["seed"], mode="stratified")
-    if idx is not None:
-        train = train.subset(idx)
-    defense = build_defense(params["defense"], params["set"])
-    fitted = defense.fit(encoder, train, num_classes, seed=params["seed"], device=device)
-    record = {**fitted.record, "num_train": len(train), "num_classes": num_classes,
-              "encoder_sha256": loaded.sha256}
+    data = DataSpec(ds["name"], ds["train_split"], limit=ds["limit_train"], seed=params["seed"],
+                    root=data_root)
     relative = f"models/{cell_id}.safetensors"
     (root / "models").mkdir(parents=True, exist_ok=True)
-    save_classifier(fitted.classifier.to("cpu"), root / relative, record)
-    return record, {"model": _artifact(root, relative)}, []
+    _, record = fit_defense(params["defense"], _encoder(params), data, seed=params["seed"],
+                            overrides=params["set"], image_size=params["image_size"],
+                            device=device, output=root / relative)
+    (root / relative).with_suffix(".json").unlink(missing_ok=True)  # the store holds the record
+    return record.to_dict(), {"model": _artifact(root, relative)}, []
 
 
 def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
                    cell_id: str, data_root: str | None, device: str) -> Output:
-    from encshield.evaluation.protocol import parse_whitebox, run_model_protocol
+    from encshield.workflows import DataSpec, evaluate_model
 
     model, *attacks = deps
-    files = [root / a["artifacts"]["perturbation"]["path"] for a in attacks]
     ds = params["dataset"]
-    record = run_model_protocol(
-        str(root / model["artifacts"]["model"]["path"]), ds["name"], root=data_root,
-        image_size=params["image_size"], perturbation_files=files,
-        whitebox=params["whitebox"], limit_test=ds["limit_test"], seed=params["seed"],
-        batch_size=params["batch_size"], device=device,
-        whitebox_limit=params["whitebox_limit"] or None, test_split=ds["test_split"],
+    record = evaluate_model(
+        DataSpec(ds["name"], ds["test_split"], limit=ds["limit_test"], seed=params["seed"],
+                 root=data_root),
+        model=root / model["artifacts"]["model"]["path"],
+        perturbations=[root / a["artifacts"]["perturbation"]["path"] for a in attacks],
+        whitebox=params["whitebox"], whitebox_limit=params["whitebox_limit"] or None,
+        public_encoder=model["params"]["encoder"]["spec"], image_size=params["image_size"],
+        seed=params["seed"], batch_size=params["batch_size"], device=device,
         keep_per_sample=False)
-    rows: dict[str, dict[str, Any]] = {"clean": {"kind": "clean", "attack": None, "eps": None}}
-    for a in attacks:
-        rows[a["result"]["row"]] = {"kind": "universal", "attack": a["result"]["attack"],
-                                    "eps": a["result"]["eps"]}
-    for text in params["whitebox"]:
-        spec = parse_whitebox(text)
-        rows[spec.row_name] = {"kind": "encoder" if spec.is_encoder_attack else "whitebox",
-                               "attack": spec.name, "eps": spec.eps}
+    universal = {a["result"]["row"]: (a["result"]["attack"], a["result"]["eps"]) for a in attacks}
     mparams = model["params"]
-    encoder = mparams["encoder"]["spec"]
-    identity = {"encoder": encoder, "dataset": ds["name"], "defense": mparams["row"],
-                "seed": params["seed"]}
-    metrics = []
+    identity = {"encoder": mparams["encoder"]["spec"], "dataset": ds["name"],
+                "defense": mparams["row"], "seed": params["seed"]}
+    metrics, rows = [], {}
     for name, m in record.rows():
-        info = rows.get(name, {"kind": m.kind, "attack": None, "eps": None})
+        attack, eps = universal.get(name, (m.attack, m.eps))
+        rows[name] = {"kind": m.kind, "attack": attack, "eps": eps}
         robust = m.benign_accuracy if name == "clean" else m.robust_accuracy
-        metrics.append({"cell_id": cell_id, **identity, "row": name, "kind": m.kind,
-                        "attack": info["attack"], "eps": info["eps"],
+        metrics.append({"cell_id": cell_id, **identity, "row": name, **rows[name],
                         "num_samples": m.num_samples, "benign_accuracy": m.benign_accuracy,
                         "robust_accuracy": robust, "fooling_rate": m.fooling_rate,
                         "attack_success_rate": m.attack_success_rate})

@@ -34,8 +34,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from encshield.budgets import budget_label
 from encshield.config import apply_overrides, parse_fractions, read_yaml, validate
 from encshield.errors import ConfigError
+from encshield.workflows.specs import encoder_identity
 
 __all__ = [
     "AttackEntry",
@@ -167,7 +169,7 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
     from encshield.attacks.universal import UNIVERSAL_ATTACKS
     from encshield.data.api import DATASETS
     from encshield.defenses import DEFENSES, build_defense
-    from encshield.evaluation.protocol import _resolve_whitebox, _validate_spec, parse_whitebox
+    from encshield.evaluation.specs import parse_whitebox, resolve_attack, validate_spec
 
     def check(where: str, fn: Any) -> Any:
         try:
@@ -190,8 +192,8 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
         raise ConfigError(f"defenses: row names {rows} repeat; give repeated defenses a label")
     for i, text in enumerate(config.whitebox):
         spec = check(f"whitebox[{i}]", lambda t=text: parse_whitebox(t))
-        fn = check(f"whitebox[{i}]", lambda s=spec: _resolve_whitebox(s.name, None))
-        check(f"whitebox[{i}]", lambda f=fn, s=spec: _validate_spec(f, s))
+        fn = check(f"whitebox[{i}]", lambda s=spec: resolve_attack(s.name))
+        check(f"whitebox[{i}]", lambda f=fn, s=spec: validate_spec(f, s))
     names = [("surrogate.dataset", config.surrogate.dataset)]
     names += [(f"datasets[{i}].name", d.name) for i, d in enumerate(config.datasets)]
     for where, name in names:
@@ -210,27 +212,6 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
                 f"run `encshield data download {name}`")
     for i, spec in enumerate(config.encoders):
         check(f"encoders[{i}]", lambda s=spec: encoder_identity(s))
-
-
-def encoder_identity(spec: str) -> dict[str, str]:
-    """``{"spec", "sha256"}`` of an encoder given as ``zoo:NAME`` or a checkpoint path."""
-    from encshield.checkpoints import sha256_file
-
-    if spec.startswith("zoo:"):
-        from encshield import zoo
-
-        entry = zoo.entry(spec[4:])
-        return {"spec": spec, "sha256": entry.sha256}
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"encoder {spec!r} is neither 'zoo:NAME' nor an existing checkpoint file")
-    return {"spec": str(path.resolve()), "sha256": sha256_file(path)}
-
-
-def budget_label(eps: float) -> str:
-    """``10/255`` -> ``"10"`` (budgets in units of 1/255, used in row names ``uap@10``)."""
-    value = eps * 255
-    return f"{round(value)}" if abs(value - round(value)) < 1e-6 else f"{value:.3g}"
 
 
 CellKind = Literal["attack", "model", "evaluate"]

@@ -3,14 +3,15 @@
 Examples::
 
     encshield attack list
-    encshield attack fit pap --encoder simclr-cifar10.safetensors \\
+    encshield attack fit pap --encoder zoo:simclr-cifar10-r18w16 \\
         --surrogate tiny_imagenet:val --limit 2000 --eps 10/255 --set variant=ugs \\
         --output pap.safetensors --png pap.png
     encshield attack show pap.safetensors --json
 
 ``fit`` loads the encoder (any supported checkpoint format), the attacker's surrogate images
 (``DATASET[:SPLIT]``, default split ``train``, resized to the encoder's input size unless
-``--image-size`` says otherwise; ``--limit N`` keeps a seeded random subset of N images), fits the
+``--image-size`` says otherwise; ``--limit N`` keeps a seeded class-stratified subset of N
+images, the same images the bench selects), fits the
 attack and writes the perturbation (safetensors + metadata). Classifier-based attacks (``uap``,
 ``uapgd``) use the checkpoint's surrogate head (e.g. solo-learn's online classifier) when it has
 one (unless ``--no-checkpoint-head``), otherwise a linear head trained on the surrogate labels.
@@ -21,136 +22,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from encshield.errors import ConfigError
-
-__all__ = ["parse_eps", "parse_surrogate", "register"]
-
-
-def parse_eps(text: str) -> float:
-    """``"10/255"`` -> 0.0392...; ``"0.039"`` -> 0.039. Values must lie in (0, 1]."""
-    raw = str(text).strip()
-    try:
-        value = float(Fraction(raw)) if "/" in raw else float(raw)
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(
-            f"--eps {text!r}: expected a number in (0, 1] or a fraction such as 10/255"
-        ) from None
-    if not 0 < value <= 1:
-        hint = f" (did you mean {raw}/255?)" if value > 1 else ""
-        raise ConfigError(
-            f"--eps {text!r}: the budget is in pixel units of [0, 1], got {value:g}{hint}"
-        )
-    return value
-
-
-def parse_surrogate(text: str) -> tuple[str, str]:
-    """``"tiny_imagenet:val"`` -> ``("tiny_imagenet", "val")``; the split defaults to train."""
-    name, _, split = str(text).partition(":")
-    if not name:
-        raise ConfigError(f"--surrogate {text!r}: expected DATASET[:SPLIT], e.g. cifar10:train")
-    return name, split or "train"
-
-
-def _image_size(args: argparse.Namespace, encoder: Any) -> tuple[int, int]:
-    if args.image_size is not None:
-        if args.image_size < 1:
-            raise ConfigError(f"--image-size must be positive, got {args.image_size}")
-        return args.image_size, args.image_size
-    size = getattr(encoder, "input_size", None)
-    if size is None:
-        raise ConfigError("the encoder does not record its input size: pass --image-size")
-    return int(size[-2]), int(size[-1])
+__all__ = ["register"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    import torch
-
-    from encshield import data
     from encshield.attacks import UNIVERSAL_ATTACKS
-    from encshield.checkpoints import load_encoder
     from encshield.config import load_config
+    from encshield.workflows import DataSpec, fit_attack
 
-    attack_cls = UNIVERSAL_ATTACKS.get(args.name)
-    config = load_config(attack_cls.Config, args.config, args.overrides)
-    attack = attack_cls(config)
-    eps = parse_eps(args.eps)
-    name, split = parse_surrogate(args.surrogate)
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-
-    loaded = load_encoder(args.encoder)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {args.device!r}: {error}") from None
-    encoder = loaded.encoder.to(device).eval()
-    size = _image_size(args, encoder)
-    dataset = data.load(name, split, root=args.root, image_size=size)
-    images, labels = dataset.images, dataset.labels
-    if args.limit is not None and args.limit < len(dataset):
-        generator = torch.Generator().manual_seed(args.seed)
-        index = torch.randperm(len(dataset), generator=generator)[: args.limit]
-        images, labels = images[index].contiguous(), labels[index].contiguous()
-    if bool((labels < 0).all()):
-        labels = None  # an unlabelled split (e.g. STL-10 unlabeled)
-    head = None if args.no_checkpoint_head else loaded.surrogate_head
-    if head is not None:
-        head = head.to(device)
-    description = {
-        "dataset": dataset.name,
-        "split": split,
-        "root": None if args.root is None else str(args.root),
-        "limit": args.limit,
-        "subset_seed": args.seed if args.limit is not None else None,
-        "image_size": list(size),
-        "num_images": int(images.shape[0]),
-        "num_classes": dataset.num_classes,
-    }
+    config = load_config(UNIVERSAL_ATTACKS.get(args.name).Config, args.config, args.overrides)
+    surrogate = DataSpec.parse(args.surrogate, limit=args.limit, seed=args.seed, root=args.root)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    perturbation = attack.fit(
-        encoder,
-        images,
-        eps=eps,
-        seed=args.seed,
-        surrogate_labels=labels,
-        surrogate_head=head,
-        progress=progress,
-        data_description=description,
-    )
-    perturbation.metadata["encoder"]["file"] = str(args.encoder)
-    perturbation.metadata["encoder"]["sha256"] = loaded.sha256
-    perturbation.metadata["encoder"]["format"] = loaded.format
-    digest = perturbation.save(args.output)
-    if args.png is not None:
-        perturbation.to_png(args.png, scale=args.scale, example=images[:1].float() / 255
-                            if images.dtype == torch.uint8 else images[:1])
+    perturbation, record = fit_attack(
+        args.name, args.encoder, surrogate, eps=args.eps, seed=args.seed,
+        overrides=config.model_dump(), image_size=args.image_size,
+        use_checkpoint_head=not args.no_checkpoint_head, device=args.device, progress=progress,
+        output=args.output, png=args.png, png_scale=args.scale)
     summary = perturbation.summary()
     summary["path"] = str(args.output)
-    summary["sha256"] = digest
+    summary["sha256"] = record.output["sha256"]
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        meta = perturbation.metadata
-        objective = meta.get("objective", {})
-        budget = (
-            f"eps {perturbation.eps * 255:.4g}/255, L-inf {perturbation.linf() * 255:.4g}/255"
-            if perturbation.kind == "additive"
-            else f"patch {tuple(perturbation.delta.shape[-2:])} at {perturbation.position}"
-        )
-        change = ""
-        if "before" in objective:
-            change = f", objective {objective['before']:.5g} -> {objective['after']:.5g}"
-        print(
-            f"wrote {args.output} ({meta['attack']}, {budget}, images "
-            f"{size[0]}x{size[1]}, {meta['surrogate']['num_images']} surrogate images, "
-            f"{meta['fit_seconds']:.1f} s{change}; sha256 {digest})"
-        )
-        if args.png is not None:
-            print(f"wrote {args.png}")
+        return 0
+    budget = (
+        f"eps {perturbation.eps * 255:.4g}/255, L-inf {perturbation.linf() * 255:.4g}/255"
+        if perturbation.kind == "additive"
+        else f"patch {tuple(perturbation.delta.shape[-2:])} at {perturbation.position}"
+    )
+    objective = record.objective
+    change = (f", objective {objective['before']:.5g} -> {objective['after']:.5g}"
+              if "before" in objective else "")
+    size = "x".join(str(v) for v in record.surrogate["image_size"])
+    print(f"wrote {args.output} ({record.attack}, {budget}, images {size}, "
+          f"{record.surrogate['used']} surrogate images, {record.fit_seconds:.1f} s{change}; "
+          f"sha256 {record.output['sha256']})")
+    if args.png is not None:
+        print(f"wrote {args.png}")
     return 0
 
 
@@ -252,14 +162,16 @@ def register(subparsers: Any) -> None:
         "`encshield attack list`; override them with --set KEY=VALUE.",
     )
     fit.add_argument("name", metavar="NAME", help="attack name (see `encshield attack list`)")
-    fit.add_argument("--encoder", required=True, type=Path,
-                     help="encoder checkpoint (any supported format)")
+    fit.add_argument("--encoder", required=True, metavar="PATH|zoo:NAME",
+                     help="the public encoder: a checkpoint file (any supported format) or "
+                     "zoo:NAME")
     fit.add_argument("--surrogate", required=True, metavar="DATASET[:SPLIT]",
                      help="the attacker's surrogate data, e.g. tiny_imagenet:val (split: train)")
     fit.add_argument("--root", type=Path, default=None, metavar="DIR",
                      help="data root (default: $ENCSHIELD_DATA, then the user data folder)")
     fit.add_argument("--limit", type=int, default=None, metavar="N",
-                     help="use a random subset of N surrogate images (seeded by --seed)")
+                     help="use a seeded class-stratified subset of N surrogate images (seed: "
+                     "--seed)")
     fit.add_argument("--image-size", type=int, default=None, metavar="S",
                      help="resize the surrogate images to S x S (default: the encoder's input size)")
     fit.add_argument("--eps", default="10/255",

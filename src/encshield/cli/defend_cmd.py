@@ -29,14 +29,7 @@ from typing import Any
 from encshield.config import parse_fractions
 from encshield.errors import ConfigError
 
-__all__ = ["flatten_config", "parse_data", "parse_fractions", "register"]
-
-def parse_data(text: str) -> tuple[str, str]:
-    """``"cifar10:train"`` -> ``("cifar10", "train")``; the split defaults to ``train``."""
-    name, _, split = str(text).partition(":")
-    if not name:
-        raise ConfigError(f"--data {text!r}: expected DATASET[:SPLIT], e.g. cifar10:train")
-    return name, split or "train"
+__all__ = ["flatten_config", "register"]
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -76,73 +69,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    import torch
+    from encshield.defenses import DEFENSES
+    from encshield.workflows import DataSpec, fit_defense
 
-    from encshield import data
-    from encshield.defenses import build_defense, save_classifier
-    from encshield.evaluation.protocol import _resolve_encoder, select_subset
-
+    DEFENSES.canonical(args.name)
     missing = [flag for flag, value in (("--encoder", args.encoder), ("--data", args.data),
                                         ("--output", args.output)) if value is None]
     if missing:
         raise ConfigError(f"defend {args.name}: missing {', '.join(missing)}")
-    output: Path = args.output
-    if output.suffix.lower() == ".json":
-        raise ConfigError(f"--output {output}: the model file must not end in .json (the record "
-                          "is written next to it as MODEL.json)")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    # validate the configuration before loading anything large
-    defense = build_defense(args.name, _raw_config(args.config, args.overrides))
-    name, split = parse_data(args.data)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {args.device!r}: {error}") from None
-
-    encoder, encoder_info = _resolve_encoder(args.encoder)
-    encoder_info["source"] = str(args.encoder)
-    if args.image_size is not None:
-        if args.image_size < 1:
-            raise ConfigError(f"--image-size must be positive, got {args.image_size}")
-        size = args.image_size
-    else:
-        input_size = getattr(encoder, "input_size", None)
-        if input_size is None:
-            raise ConfigError("the encoder does not record its input size: pass --image-size")
-        size = int(input_size[-1])
-    train = data.load(name, split, root=args.root, image_size=size)
-    if bool((train.labels < 0).any()):
-        raise ConfigError(f"{name}:{split} has unlabelled images; a defense needs labels")
-    available = len(train)
-    index = select_subset(train.labels, args.limit, seed=args.seed, mode="stratified")
-    if index is not None:
-        train = train.subset(index)
-    data_info = {"dataset": name, "split": split,
-                 "root": None if args.root is None else str(args.root), "image_size": size,
-                 "available": available, "used": len(train), "limit": args.limit,
-                 "num_classes": train.num_classes}
-
-    result = defense.fit(encoder, train, train.num_classes, seed=args.seed, device=device,
-                         progress=args.progress)
-    record = {**result.record, "encoder": encoder_info, "data": data_info}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_classifier(result.classifier, output, record)
-    record["model"] = {"path": str(output), "sha256": digest}
-    record_path = output.with_suffix(".json")
-    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-
-    accuracy = record.get("train_accuracy") or []
-    parts = [f"{defense.name} on {name}:{split} ({len(train)} images at {size} px)",
-             f"{record.get('epochs')} epochs", f"{record.get('time_s', 0.0):.1f} s"]
-    if accuracy:
-        parts.append(f"clean train acc {100 * accuracy[-1]:.2f}%")
+    data = DataSpec.parse(args.data, limit=args.limit, seed=args.seed, root=args.root)
+    _, record = fit_defense(
+        args.name, args.encoder, data, seed=args.seed,
+        overrides=_raw_config(args.config, args.overrides), image_size=args.image_size,
+        device=args.device, progress=args.progress, output=args.output)
+    parts = [f"{record.name} on {data.text} ({record.num_train} images at "
+             f"{record.data['image_size'][-1]} px)", f"{record.epochs} epochs",
+             f"{record.time_s:.1f} s"]
+    if record.train_accuracy:
+        parts.append(f"clean train acc {100 * record.train_accuracy[-1]:.2f}%")
     print("; ".join(parts))
-    if record.get("chosen_layers"):
-        print(f"stage 2 fine-tuned {len(record['chosen_layers'])} of "
-              f"{record.get('num_candidates')} layers: {', '.join(record['chosen_layers'])}")
-    print(f"wrote {output} (sha256 {digest})")
-    print(f"wrote {record_path}")
+    if record.summary:
+        print(record.summary)
+    print(f"wrote {args.output} (sha256 {record.output['sha256']})")
+    print(f"wrote {args.output.with_suffix('.json')}")
     return 0
 
 
@@ -180,7 +129,7 @@ def register(subparsers: Any) -> None:
                         "repeatable")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--progress", action="store_true", help="print one line per epoch")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--output", "-o", type=Path, default=None, metavar="MODEL.safetensors",
                         help="where to write the defended model (the record goes to MODEL.json)")
     parser.add_argument("--json", action="store_true", help="`defend list`: print JSON")

@@ -24,7 +24,6 @@ the initially correct); fooling rate = AdvEncoder/ZePAD's "ASR"; error rate = PA
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ __all__ = ["add_attack_arguments", "print_record", "register", "run"]
 
 
 def _whitebox_spec(text: str) -> Any:
-    from encshield.evaluation.protocol import parse_whitebox
+    from encshield.evaluation.specs import parse_whitebox
 
     try:
         return parse_whitebox(text)
@@ -60,8 +59,12 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--whitebox", action="append", type=_whitebox_spec, default=[],
                        metavar="SPEC",
                        help="per-sample attack NAME:eps=8/255[,steps=10,limit=N,seed=S,KEY=V]; "
-                       "NAME in pgd, pgd_l2, apgd_ce, apgd_dlr, apgd_t, fgsm (on the classifier) "
-                       "or feature_pgd (on the encoder alone); repeatable")
+                       "NAME in pgd, pgd_l2, apgd_ce, apgd_dlr, apgd_t, fgsm ... (on the "
+                       "classifier) or feature_pgd (on the deployed encoder; on=public: on the "
+                       "public encoder, transferred); repeatable")
+    group.add_argument("--public-encoder", default=None, metavar="PATH|zoo:NAME",
+                       help="the public pre-trained encoder for on=public encoder attacks "
+                       "(default: the --encoder, or the one the model file's record names)")
     group.add_argument("--whitebox-limit", type=_non_negative, default=None, metavar="N",
                        help="evaluate per-sample attacks on a fixed, seeded, class-stratified "
                        "subset of N test images (default: all)")
@@ -134,32 +137,32 @@ def print_record(record: Any, *, console: Any = None, title: str | None = None) 
     console.print(table)
 
 
-def run(args: argparse.Namespace, *, build_classifier: Callable[..., Any] | None = None) -> int:
-    """Handler of ``encshield evaluate`` (``build_classifier``: a defense's model builder, see
-    :func:`encshield.evaluation.protocol.run_dae_protocol`)."""
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``encshield evaluate``: :func:`encshield.workflows.evaluate_model`."""
     from rich.console import Console
 
-    from encshield.evaluation.protocol import run_model_protocol
+    from encshield.workflows import DataSpec, evaluate_model
 
     console = Console()
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     log = None if args.quiet else (lambda line: console.print(f"[dim]{line}[/dim]"))
-    if getattr(args, "model", None) is not None:
-        if build_classifier is not None:
-            raise ConfigError("--model evaluates a stored classifier; it takes no builder")
-        record = run_model_protocol(
-            args.model, args.dataset, root=args.root, image_size=args.image_size,
-            perturbation_files=args.perturbation, whitebox=args.whitebox,
-            limit_test=args.limit_test, seed=args.seed, batch_size=args.batch_size,
-            clamp=not args.no_clamp, device=args.device, whitebox_limit=args.whitebox_limit,
-            test_split=args.test_split, keep_per_sample=not args.no_per_sample, log=log,
-        )
-    else:
-        record = _run_encoder(args, build_classifier, log)
+    test = DataSpec(args.dataset, args.test_split, limit=args.limit_test or None, seed=args.seed,
+                    root=args.root)
+    train = None
+    if args.encoder is not None:
+        train = DataSpec(args.dataset, args.train_split, limit=args.limit_train or None,
+                         seed=args.seed, root=args.root)
+    record = evaluate_model(
+        test, model=args.model, encoder=args.encoder, train=train, head=args.head,
+        head_epochs=args.head_epochs, perturbations=args.perturbation, whitebox=args.whitebox,
+        whitebox_limit=args.whitebox_limit, public_encoder=args.public_encoder,
+        image_size=args.image_size, seed=args.seed, batch_size=args.batch_size,
+        clamp=not args.no_clamp, device=args.device, keep_per_sample=not args.no_per_sample,
+        log=log)
     ds = record.config["dataset"]
     head = (f"model {args.model.name} ({record.config['head']['defense']})"
-            if getattr(args, "model", None) is not None else f"head {args.head}")
+            if args.model is not None else f"head {args.head}")
     title = (f"{ds['name']} {ds['test']['split']} ({ds['test']['used']} images), {head}, "
              f"{'clamped' if not args.no_clamp else 'UNCLAMPED'} (%, per sample)")
     print_record(record, console=console, title=title)
@@ -167,31 +170,3 @@ def run(args: argparse.Namespace, *, build_classifier: Callable[..., Any] | None
     console.print(f"wrote {path} (config hash {record.config_hash}, "
                   f"{record.wall_time_s.get('total', 0.0):.1f} s)")
     return 0
-
-
-def _run_encoder(args: argparse.Namespace, build_classifier: Callable[..., Any] | None,
-                 log: Callable[[str], None] | None) -> Any:
-    from encshield.evaluation.protocol import run_dae_protocol
-
-    return run_dae_protocol(
-        args.encoder,
-        args.dataset,
-        root=args.root,
-        image_size=args.image_size,
-        head=args.head,
-        head_epochs=args.head_epochs,
-        perturbation_files=args.perturbation,
-        whitebox=args.whitebox,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        clamp=not args.no_clamp,
-        device=args.device,
-        whitebox_limit=args.whitebox_limit,
-        train_split=args.train_split,
-        test_split=args.test_split,
-        keep_per_sample=not args.no_per_sample,
-        build_classifier=build_classifier,
-        log=log,
-    )

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate-encoder",
         help="kNN and linear-probe accuracy of an encoder on a dataset",
     )
-    parser.add_argument("--encoder", required=True, type=Path, help="checkpoint (any supported format)")
+    parser.add_argument("--encoder", required=True, metavar="PATH|zoo:NAME",
+                        help="a checkpoint (any supported format) or zoo:NAME")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--root", type=Path, default=None, help="data root")
     parser.add_argument("--train-split", default="train")
@@ -42,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--linear-epochs", type=int, default=100, help="0 skips the linear probe")
-    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--limit-train", type=int, default=None, metavar="N",
+                        help="a seeded class-stratified subset of N training images")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     parser.set_defaults(func=run_evaluate_encoder)
@@ -62,46 +65,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_evaluate_encoder(args: argparse.Namespace) -> int:
-    import time
+    from encshield.workflows import DataSpec, evaluate_encoder
 
-    import torch
-
-    from encshield import __version__, data
-    from encshield.checkpoints import load_encoder
-    from encshield.evaluation import knn_accuracy, linear_probe
-
-    loaded = load_encoder(args.encoder)
-    encoder = loaded.encoder.eval()
-    size = args.image_size or int(encoder.input_size[-1])
-    train = data.load(args.dataset, args.train_split, root=args.root, image_size=size)
-    test = data.load(args.dataset, args.test_split, root=args.root, image_size=size)
-    train_images, train_labels = train.images[: args.limit_train], train.labels[: args.limit_train]
-    start = time.perf_counter()
-    result: dict[str, object] = {
-        "encoder": str(args.encoder),
-        "sha256": loaded.sha256,
-        "dataset": args.dataset,
-        "train_split": args.train_split,
-        "test_split": args.test_split,
-        "image_size": size,
-        "num_train": int(train_images.shape[0]),
-        "num_test": len(test),
-        "knn_temperature": args.temperature,
-    }
-    knn = knn_accuracy(encoder, train_images, train_labels, test.images, test.labels,
-                       ks=args.k, temperature=args.temperature)
-    result.update({f"knn_top1_k{k}": acc for k, acc in knn.items()})
-    if args.linear_epochs > 0:
-        probe = linear_probe(encoder, train_images, train_labels, test.images, test.labels,
-                             epochs=args.linear_epochs, seed=args.seed)
-        result.update(linear_train_top1=probe.train_accuracy, linear_test_top1=probe.test_accuracy,
-                      linear_epochs=probe.epochs)
-    result.update(command="encshield " + " ".join(sys.argv[1:]),
-                  seconds=round(time.perf_counter() - start, 1), encshield=__version__,
-                  torch=torch.__version__, threads=torch.get_num_threads())
-    text = json.dumps(result, indent=2)
+    train = DataSpec(args.dataset, args.train_split, limit=args.limit_train, seed=args.seed,
+                     root=args.root)
+    test = DataSpec(args.dataset, args.test_split, root=args.root)
+    record = evaluate_encoder(args.encoder, train, test, ks=args.k, temperature=args.temperature,
+                              linear_epochs=args.linear_epochs, image_size=args.image_size,
+                              seed=args.seed, device=args.device)
+    record.details["command"] = "encshield " + " ".join(sys.argv[1:])
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text)
+        record.save(args.output)
+    print(json.dumps(record.to_dict(), indent=2))
     return 0

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from encshield.errors import ConfigError
+from encshield.images import to_float
 
 Indices = Sequence[int] | torch.Tensor | np.ndarray | slice | range
 
@@ -115,9 +116,7 @@ class ImageDataset:
         The uint8 data is moved first and converted on the device (4x less to transfer).
         """
         x = self.images if indices is None else self.images[_index_tensor(indices, len(self))]
-        if device is not None:
-            x = x.to(device)
-        return x.float().div_(255.0)
+        return to_float(x, device)
 
     def batches(
         self,
@@ -150,7 +149,4 @@ class ImageDataset:
             else:
                 idx = order[start:stop]
                 xb, yb = self.images[idx], self.labels[idx]
-            if device is not None:
-                xb = xb.to(device, non_blocking=True)
-                yb = yb.to(device, non_blocking=True)
-            yield xb.float().div_(255.0), yb
+            yield to_float(xb, device), (yb if device is None else yb.to(device, non_blocking=True))

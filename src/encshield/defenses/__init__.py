@@ -6,7 +6,7 @@
   ICLR 2020) and Gen-AF's :func:`genetic_regularization` (Zhou et al., IEEE S&P 2024).
 * :mod:`encshield.defenses.base`: :data:`DEFENSES`, :class:`Defense` (pydantic ``Config``,
   ``fit(encoder, train, num_classes) -> DefenseResult``), :func:`build_defense`.
-* :mod:`encshield.defenses.adversarial`: the shared (adversarial) fine-tuning loop.
+* :mod:`encshield.defenses.finetuning`: the shared (adversarial) fine-tuning loop.
 * Registered defenses: ``none`` (frozen encoder + trained head, :class:`NoDefense`), ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF
   stage 1 only) and ``genaf`` (alias ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
 * :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
@@ -29,7 +29,7 @@ from encshield.defenses.base import (
     DefenseResult,
     build_defense,
 )
-from encshield.defenses.adversarial import (
+from encshield.defenses.finetuning import (
     AttackSettings,
     FinetuningConfig,
     FinetuningDefense,
@@ -40,8 +40,8 @@ from encshield.defenses.standard import StandardFinetuning
 from encshield.defenses.pgd_at import PGDAdversarialTraining
 from encshield.defenses.trades import TRADES, TRADESConfig
 from encshield.defenses.mart import MART, MARTConfig
-from encshield.defenses.genaf import GenAFStage1, GenAFStage1Config
-from encshield.defenses.genaf_stage2 import GenAF, GenAFConfig
+from encshield.defenses.genaf_stage1 import GenAFStage1, GenAFStage1Config
+from encshield.defenses.genaf import GenAF, GenAFConfig
 from encshield.defenses.io import describe_head, load_classifier, save_classifier
 
 __all__ = [

@@ -7,7 +7,7 @@ what it did (DESIGN.md, "Defenses")::
     defense = build_defense("pgd_at", epochs=5)
     result = defense.fit(encoder, train, num_classes=10, seed=0)
     result.classifier(x)        # logits
-    result.record["losses"]     # one mean training loss per epoch
+    result.record.losses        # one mean training loss per epoch (a DefenseRecord)
 
 Every defense class has a pydantic ``Config`` whose fields all have defaults; overrides are
 validated and a bad one raises :class:`~encshield.errors.ConfigError` naming the field, the value
@@ -17,7 +17,7 @@ and the allowed values. The encoder passed to :meth:`Defense.fit` is never modif
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from encshield.config import validate
 from encshield.data import ImageDataset
 from encshield.models import Classifier, Encoder
+from encshield.records import DefenseRecord
 from encshield.registry import Registry
 
 __all__ = [
@@ -49,14 +50,13 @@ class DefenseResult:
 
     Attributes:
         classifier: the defended model, eval mode, images float in [0, 1] -> logits.
-        record: JSON-serialisable description: ``name``, ``config``, ``config_hash``, ``epochs``,
-            ``losses`` (mean training loss per epoch), ``loss_parts`` (per epoch, per part),
-            ``train_accuracy`` (clean training accuracy per epoch), ``time_s``, ``seed`` and
-            defense-specific entries.
+        record: a :class:`~encshield.records.DefenseRecord` (name, config and its hash, epochs,
+            losses, loss parts and clean training accuracy per epoch, time, seed, and
+            defense-specific ``details``).
     """
 
     classifier: Classifier
-    record: dict[str, Any] = field(default_factory=dict)
+    record: DefenseRecord
 
 
 #: Callback signature: ``callback(event, info)``; see :meth:`Defense.add_callback`.
@@ -86,7 +86,7 @@ class Defense:
         """Register ``callback(event, info)``, called by training loops at fixed points.
 
         Used by tests and progress reporting; it must not change the training. Events of
-        :mod:`encshield.defenses.adversarial`: ``"after_attack"`` (``model``, ``step``, ``epoch``,
+        :mod:`encshield.defenses.finetuning`: ``"after_attack"`` (``model``, ``step``, ``epoch``,
         ``x``, ``x_adv``) right after the inner attack, before the training forward; and
         ``"epoch_end"`` (``model``, ``epoch``, ``optimizers``, ``schedulers``, ``loss``).
         """

@@ -1,118 +1,178 @@
-"""``genaf_stage1``: Gen-AF stage 1, genetic-driven dual-track adversarial fine-tuning (Zhou, Hu,
-Zhang, Li, Li, Jin, "Securely Fine-tuning Pre-trained Encoders Against Adversarial Examples",
-IEEE S&P 2024), as specified in docs/METHODS.md 2.2.
+"""``genaf``: Gen-AF stages 1 + 2 as one registered defense (Zhou et al., "Securely Fine-tuning
+Pre-trained Encoders Against Adversarial Examples", IEEE S&P 2024; docs/methods.md, "Gen-AF").
 
-* Dual track: encoder and head trained together with two Adam optimisers (encoder lr 1e-4, head
-  lr 5e-3, weight decay 8e-4, ExponentialLR 0.96 per epoch): the shared loop's defaults.
-* Inner attack: L-inf PGD on the CE, eps 0.03, 10 steps of 0.007, **no** random start (the
-  official code's settings; all configurable), model in eval mode.
-* Loss: ``CE(z_adv, y) + lambda_gr * L_GR(A, B, y, w)`` with
-  :func:`encshield.defenses.losses.genetic_regularization` (``lambda_gr = 20``, ``tanh_scale = 32``,
-  ``shift = 2``, summed), ``B`` = adversarial logits of the current model, ``w_i`` = per-sample CE
-  of the current model's clean logits (not detached, as in the code), and ``A`` chosen by:
-
-  - ``feature_space="logits"`` (default, the code) or ``"encoder"`` (encoder features instead of
-    logits, the paper's/ZePAD's description), for both ``A`` and ``B``;
-  - ``anchor="current"`` (default, the code: ``A`` from the current model on clean inputs) or
-    ``"frozen_pretrained"`` (``A`` from a frozen copy of the pre-trained encoder: its features,
-    or, in logit space, the initial head on them; no gradient flows into the anchor), the
-    "genetic" inheritance of the pre-trained topology the paper's name refers to.
-
-Deliberate differences from the official code (METHODS.md 2.6): the attack sees the same
-normalised model as training (normalisation inside the Encoder), attack gradients never reach the
-parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
-``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack
-inputs, attack-gradient leak) are not reproduced, whatever its value.
-
-Epochs default to the paper's 50 (ZePAD's copy uses 20); tests and the tiny tier override them.
-
-The names ``genaf`` / ``gen-af`` belong to the full two-stage defense
-(:class:`encshield.defenses.genaf_stage2.GenAF`, stage 1 here followed by stage 2).
+Stage 1 is :class:`~encshield.defenses.genaf_stage1.GenAFStage1` (adversarial fine-tuning with
+the genetic regularisation); stage 2 uses the building blocks of
+:mod:`encshield.defenses.layer_sensitivity` (probe set, layer sensitivity, the least sensitive
+layers, clean fine-tuning of exactly those layers, optional RiFT interpolation).
 """
 
 from __future__ import annotations
 
-import copy
+import math
+import time
+from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
+from torch import nn
 
-from encshield.defenses.adversarial import AttackSettings, FinetuningConfig, FinetuningDefense
-from encshield.defenses.base import DEFENSES
-from encshield.defenses.losses import genetic_regularization
-from encshield.models import Classifier, Encoder
+from encshield.config import config_hash
+from encshield.data import ImageDataset
+from encshield.defenses.base import DEFENSES, Defense, DefenseConfig, DefenseResult
+from encshield.defenses.genaf_stage1 import GenAFStage1, GenAFStage1Config
+from encshield.defenses.layer_sensitivity import (
+    finetune_layers,
+    interpolate,
+    layer_sensitivity,
+    make_probe_set,
+    resolve_layers,
+    select_layers,
+)
+from encshield.records import DefenseRecord
 
-__all__ = ["GenAFStage1", "GenAFStage1Config"]
-
-
-class GenAFStage1Config(FinetuningConfig):
-    """Shared-loop settings with Gen-AF stage 1's attack and genetic-regularisation knobs."""
-
-    attack: AttackSettings = Field(
-        default_factory=lambda: AttackSettings(eps=0.03, steps=10, step_size=0.007,
-                                               random_start=False)
-    )
-    lambda_gr: float = Field(20.0, ge=0.0)
-    tanh_scale: float = Field(32.0, gt=0.0)
-    shift: float = 2.0
-    feature_space: Literal["logits", "encoder"] = "logits"
-    anchor: Literal["current", "frozen_pretrained"] = "current"
-    paper_code_compat: bool = Field(
-        False,
-        description="Recorded only. The official code's defects (PGD on un-normalised inputs, "
-        "attack gradients leaking into parameter .grad) are NOT implemented.",
-    )
+__all__ = ["GenAF", "GenAFConfig"]
 
 
-@DEFENSES.register("genaf_stage1")
-class GenAFStage1(FinetuningDefense):
-    """Gen-AF stage 1: ``CE(z_adv, y) + lambda_gr * L_GR(A, B, y, CE(z_clean, y))``."""
+class GenAFConfig(DefenseConfig):
+    """Gen-AF stages 1 + 2 (METHODS.md 2.2, 2.3); every field has the official default.
 
-    name: ClassVar[str] = "genaf_stage1"
-    Config = GenAFStage1Config
+    ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides merge
+    into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
+    downstream train split (the official code hard-codes STL-10 train), attacked with
+    ``probe_eps`` / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255,
+    random start); layer sensitivity with
+    relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of SGD ascent (lr
+    ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE fine-tuning of
+    those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``, ``stage2_weight_decay``);
+    optional RiFT interpolation ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
+    """
 
-    def setup(self, model: Classifier, pretrained: Encoder) -> None:
-        self._anchor: Classifier | None = None
-        if self.config.anchor == "frozen_pretrained":  # type: ignore[attr-defined]
-            anchor = Classifier(pretrained, copy.deepcopy(model.head)).eval()
-            for p in anchor.parameters():
-                p.requires_grad_(False)
-            self._anchor = anchor
+    stage1: GenAFStage1Config = Field(default_factory=GenAFStage1Config)
+    probe_size: int = Field(1000, ge=1)
+    probe_eps: float = Field(8 / 255, ge=0.0, le=1.0)
+    probe_steps: int = Field(10, ge=0)
+    probe_step_size: float = Field(2 / 255, gt=0.0)
+    sensitivity_epsilon: float = Field(0.1, ge=0.0)
+    ascent_epochs: int = Field(10, ge=0)
+    ascent_lr: float = Field(1.0, gt=0.0)
+    k: int | float = 0.2
+    stage2_epochs: int = Field(50, ge=0)
+    stage2_lr: float = Field(1e-3, gt=0.0)
+    stage2_weight_decay: float = Field(8e-4, ge=0.0)
+    stage2_batch_size: int = Field(256, ge=1)
+    probe_batch_size: int = Field(256, ge=1)
+    bn_mode: Literal["eval", "train"] = "eval"
+    interpolation_alpha: float | None = Field(None, ge=0.0, le=1.0)
 
-    def _anchor_side(self, x: torch.Tensor) -> torch.Tensor:
-        assert self._anchor is not None
-        with torch.no_grad():
-            feats = self._anchor.encoder(x)
-            if self.config.feature_space == "encoder":  # type: ignore[attr-defined]
-                return feats
-            return self._anchor.head(feats)
+    @field_validator("k", mode="before")
+    @classmethod
+    def _check_k(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"k must be an int count >= 1 or a float fraction in (0, 1], "
+                             f"got {value!r}")
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"a layer count k must be >= 1, got {value}")
+        if isinstance(value, float) and not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise ValueError(f"a layer fraction k must be in (0, 1], got {value}")
+        return value
 
-    def loss(
-        self, model: Classifier, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        assert x_adv is not None
-        cfg: GenAFStage1Config = self.config  # type: ignore[assignment]
-        feats_clean = model.encoder(x)
-        logits_clean = model.head(feats_clean)
-        feats_adv = model.encoder(x_adv)
-        logits_adv = model.head(feats_adv)
-        ce_adv = F.cross_entropy(logits_adv, y)
-        weights = F.cross_entropy(logits_clean, y, reduction="none")
-        if cfg.anchor == "frozen_pretrained":
-            a = self._anchor_side(x)
-        else:
-            a = feats_clean if cfg.feature_space == "encoder" else logits_clean
-        b = feats_adv if cfg.feature_space == "encoder" else logits_adv
-        gr = genetic_regularization(a, b, y, weights, tanh_scale=cfg.tanh_scale, shift=cfg.shift,
-                                    reduction="sum")
-        loss = ce_adv + cfg.lambda_gr * gr
-        return loss, {"ce_adv": float(ce_adv.detach()), "gr": float(gr.detach())}
 
-    def extra_record(self) -> dict[str, Any]:
-        return {
-            "paper_code_compat": bool(self.config.paper_code_compat),  # type: ignore[attr-defined]
-            "paper_code_compat_note": "recorded only; the official code's un-normalised attack "
-            "and attack-gradient leak are not reproduced",
-        }
+@DEFENSES.register("genaf", aliases=("gen-af",))
+class GenAF(Defense):
+    """Gen-AF (Zhou et al., IEEE S&P 2024): stage 1 (``genaf_stage1``) then stage 2.
+
+    ``fit`` runs stage 1 through :class:`~encshield.defenses.genaf_stage1.GenAFStage1`, then on its
+    model: probe set -> per-layer sensitivity -> the ``k`` least sensitive layers -> freeze all
+    other parameters (by module identity) -> clean fine-tuning of those layers -> optional
+    interpolation. The encoder passed in is never modified. Callbacks receive stage 1's events
+    plus ``"stage1_end"`` (``model``, ``state``: a copy of the stage-1 state dict) and
+    ``"stage2_end"`` (``model``, ``chosen``: the fine-tuned modules).
+    """
+
+    name: ClassVar[str] = "genaf"
+    Config = GenAFConfig
+
+    def fit(
+        self,
+        encoder: nn.Module,
+        train: ImageDataset,
+        num_classes: int,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+    ) -> DefenseResult:
+        """Stage 1 then stage 2 on a copy of ``encoder`` (never modified); see the class."""
+        cfg: GenAFConfig = self.config  # type: ignore[assignment]
+        start_time = time.perf_counter()
+        stage1 = GenAFStage1(cfg.stage1)
+        for callback in self._callbacks:
+            stage1.add_callback(callback)
+        result1 = stage1.fit(encoder, train, num_classes, seed=seed, device=device,
+                             progress=progress)
+        model = result1.classifier
+        stage1_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._emit("stage1_end", model=model, state=stage1_state)
+
+        # probe set: a seeded subset of the downstream train split
+        started = time.perf_counter()
+        n = len(train)
+        size = min(cfg.probe_size, n)
+        generator = torch.Generator().manual_seed(int(seed))
+        probe_idx = torch.randperm(n, generator=generator)[:size].sort().values
+        probe_x, probe_y = make_probe_set(
+            model, train.to_float(probe_idx), train.labels[probe_idx].clone(),
+            eps=cfg.probe_eps, steps=cfg.probe_steps, step_size=cfg.probe_step_size,
+            seed=int(seed), batch_size=cfg.probe_batch_size)
+        probe_time = time.perf_counter() - started
+
+        started = time.perf_counter()
+        scores = layer_sensitivity(model, probe_x, probe_y, epsilon=cfg.sensitivity_epsilon,
+                                   ascent_epochs=cfg.ascent_epochs, lr=cfg.ascent_lr,
+                                   batch_size=cfg.probe_batch_size)
+        sensitivity_time = time.perf_counter() - started
+        selected = select_layers(scores, cfg.k)
+        chosen = resolve_layers(model, selected)
+
+        started = time.perf_counter()
+        history = finetune_layers(
+            model, chosen, train.to_float(), train.labels, epochs=cfg.stage2_epochs,
+            lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay,
+            batch_size=cfg.stage2_batch_size, seed=int(seed), bn_mode=cfg.bn_mode)
+        finetune_time = time.perf_counter() - started
+        if cfg.interpolation_alpha is not None:
+            model.load_state_dict(interpolate(stage1_state, model.state_dict(),
+                                              cfg.interpolation_alpha))
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+            param.grad = None
+        self._emit("stage2_end", model=model, chosen=chosen)
+
+        record = DefenseRecord(
+            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+            epochs=int(cfg.stage1.epochs + cfg.stage2_epochs),
+            losses=[*result1.record.losses, *(h.loss for h in history)],
+            train_accuracy=[*result1.record.train_accuracy, *(h.accuracy for h in history)],
+            num_train=n, num_classes=int(num_classes), seed=int(seed), device=str(device),
+            time_s=time.perf_counter() - start_time,
+            summary=f"stage 2 fine-tuned {len(selected)} of {len(scores)} layers: "
+                    + ", ".join(s.name for s in selected),
+            details={
+                "stage1": result1.record.to_dict(),
+                "probe": {"size": int(size), "source": f"{train.name}:{train.split}",
+                          "eps": cfg.probe_eps, "steps": cfg.probe_steps,
+                          "step_size": cfg.probe_step_size, "random_start": True,
+                          "seed": int(seed)},
+                "layer_scores": [asdict(s) for s in scores],
+                "num_candidates": len(scores),
+                "chosen_layers": [s.name for s in selected],
+                "stage2_history": [asdict(h) for h in history],
+                "bn_mode": cfg.bn_mode,
+                "interpolation_alpha": cfg.interpolation_alpha,
+                "stage_time_s": {"stage1": result1.record.time_s, "probe": probe_time,
+                                 "sensitivity": sensitivity_time, "stage2": finetune_time},
+            })
+        return DefenseResult(classifier=model, record=record)

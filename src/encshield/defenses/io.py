@@ -10,7 +10,6 @@ unpickled.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -22,6 +21,8 @@ from encshield.checkpoints.native import read_native, write_native
 from encshield.errors import CheckpointError, ConfigError
 from encshield.models import Classifier, MLPClassifier, Provenance, build_encoder
 from encshield.models.resnet import ResNet
+from encshield.provenance import to_jsonable
+from encshield.records import DefenseRecord
 
 __all__ = ["describe_head", "load_classifier", "save_classifier"]
 
@@ -50,12 +51,9 @@ def _build_head(meta: dict[str, Any]) -> nn.Module:
     raise CheckpointError(f"unknown head type {kind!r} in classifier checkpoint")
 
 
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def save_classifier(
-    classifier: Classifier, path: str | os.PathLike[str], record: dict[str, Any] | None = None
+    classifier: Classifier, path: str | os.PathLike[str],
+    record: DefenseRecord | dict[str, Any] | None = None,
 ) -> str:
     """Write ``classifier`` (ResNet :class:`~encshield.models.Encoder` + supported head) and the
     defense ``record`` atomically; returns the file's sha256."""
@@ -78,7 +76,7 @@ def save_classifier(
         "input_size": list(encoder.input_size),
         "provenance": encoder.provenance.to_dict(),
         "head": head_meta,
-        "record": _json_safe(record or {}),
+        "record": to_jsonable(record or {}),
         "code_version": encshield.__version__,
     }
     return write_native(path, tensors, metadata)

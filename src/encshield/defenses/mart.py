@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from encshield.defenses.adversarial import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
 from encshield.defenses.losses import mart_loss
 from encshield.models import Classifier

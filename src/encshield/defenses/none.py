@@ -22,6 +22,7 @@ from encshield.defenses.base import DEFENSES, Defense, DefenseConfig, DefenseRes
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Encoder
+from encshield.records import DefenseRecord
 
 __all__ = ["NoDefense", "NoDefenseConfig"]
 
@@ -64,13 +65,11 @@ class NoDefense(Defense):
             work, train.images, train.labels, num_classes, head=cfg.head, epochs=cfg.epochs,
             lr=cfg.lr, weight_decay=cfg.weight_decay, gamma=cfg.gamma,
             batch_size=cfg.batch_size, seed=seed, device=device)
-        if progress:
-            print(f"[none] head trained {cfg.epochs} epochs: train acc "
-                  f"{head_record.train_accuracy:.4f}", flush=True)
-        record = {
-            "name": self.name, "config": cfg.model_dump(mode="json"),
-            "config_hash": config_hash(cfg), "epochs": cfg.epochs,
-            "losses": list(head_record.losses), "train_accuracy": [head_record.train_accuracy],
-            "time_s": round(time.perf_counter() - start, 3), "seed": seed,
-        }
+        record = DefenseRecord(
+            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+            epochs=cfg.epochs, losses=list(head_record.losses),
+            train_accuracy=[head_record.train_accuracy], num_train=len(train),
+            num_classes=int(num_classes), seed=int(seed), device=str(device),
+            time_s=round(time.perf_counter() - start, 3),
+            summary=f"head trained {cfg.epochs} epochs on frozen features")
         return DefenseResult(classifier=classifier.eval(), record=record)

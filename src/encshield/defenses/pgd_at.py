@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from encshield.defenses.adversarial import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
 from encshield.defenses.losses import pgd_at_loss
 from encshield.models import Classifier

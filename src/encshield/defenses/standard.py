@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from encshield.defenses.adversarial import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
 from encshield.models import Classifier
 

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, model_validator
 
 from encshield.attacks.whitebox import pgd
-from encshield.defenses.adversarial import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
 from encshield.defenses.losses import trades_inner_objective, trades_loss
 from encshield.models import Classifier

@@ -2,8 +2,12 @@
 
 * :mod:`~encshield.evaluation.metrics`: per-sample metrics (BA, RA, fooling rate, error rate,
   attack success rate, target hit rate, decline rate, detection accuracy, AUROC, TPR at FPR).
-* :mod:`~encshield.evaluation.protocol`: :func:`evaluate_classifier` (any classifier, every
-  attack) and :func:`run_dae_protocol` (encoder -> no-defense head -> evaluation).
+* :mod:`~encshield.evaluation.evaluate`: :func:`evaluate_classifier` (any classifier, every
+  attack, one record), built on :mod:`~encshield.evaluation.specs` (per-sample attack specs and
+  threat models), :mod:`~encshield.evaluation.subsets` (the seeded class-stratified subset
+  rule), :mod:`~encshield.evaluation.predict` (batched predictions) and
+  :mod:`~encshield.evaluation.describe` (JSON descriptions). The DAE experiment that builds the
+  model first is :func:`encshield.workflows.evaluate_model`.
 * :mod:`~encshield.evaluation.records`: :class:`EvaluationRecord` (JSON round trip).
 """
 
@@ -23,15 +27,9 @@ from encshield.evaluation.metrics import (
     target_hit_rate,
     tpr_at_fpr,
 )
-from encshield.evaluation.protocol import (
-    WhiteboxSpec,
-    evaluate_classifier,
-    parse_budget,
-    parse_whitebox,
-    run_dae_protocol,
-    run_model_protocol,
-    select_subset,
-)
+from encshield.evaluation.evaluate import evaluate_classifier
+from encshield.evaluation.specs import WhiteboxSpec, parse_whitebox
+from encshield.evaluation.subsets import select_subset
 from encshield.evaluation.records import AttackMetrics, EvaluationRecord, PerSampleRecord
 
 __all__ = [
@@ -51,11 +49,8 @@ __all__ = [
     "knn_accuracy",
     "knn_predict",
     "linear_probe",
-    "parse_budget",
     "parse_whitebox",
     "robust_accuracy",
-    "run_dae_protocol",
-    "run_model_protocol",
     "select_subset",
     "summarize",
     "target_hit_rate",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from encshield.images import to_float
+
 
 @torch.inference_mode()
 def extract_features(
@@ -25,9 +27,6 @@ def extract_features(
     encoder.eval()
     chunks = []
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].to(device, non_blocking=True)
-        if batch.dtype == torch.uint8:
-            batch = batch.float().div_(255.0)
-        chunks.append(encoder(batch).float())
+        chunks.append(encoder(to_float(images[start : start + batch_size], device)).float())
     encoder.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)

@@ -13,18 +13,14 @@ import hashlib
 import json
 import math
 import os
-import platform
-import sys
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 
-import encshield
 from encshield.errors import ConfigError
 from encshield.evaluation.metrics import SUMMARY_KEYS
+from encshield.provenance import atomic_write, machine_info, now_iso, version_info
 
 __all__ = [
     "RECORD_SCHEMA_VERSION",
@@ -41,9 +37,13 @@ __all__ = [
 #: Version of the JSON layout written by :meth:`EvaluationRecord.to_dict`.
 RECORD_SCHEMA_VERSION = 1
 
-#: ``clean`` (no attack), ``universal`` (a Perturbation), ``encoder`` (per-sample attack on the
-#: encoder alone, e.g. feature PGD), ``whitebox`` (per-sample attack on the classifier itself).
-AttackKind = Literal["clean", "universal", "encoder", "whitebox"]
+#: ``clean`` (no attack), ``universal`` (a Perturbation fitted on the public encoder),
+#: ``encoder_public`` / ``encoder_deployed`` (per-sample attack on the public or on the deployed
+#: encoder alone, e.g. feature PGD), ``whitebox`` (per-sample attack on the classifier itself),
+#: ``worst_case`` (per-sample worst case over a group of rows); see
+#: :mod:`encshield.evaluation.specs`.
+AttackKind = Literal["clean", "universal", "encoder_public", "encoder_deployed", "whitebox",
+                     "worst_case"]
 
 #: Keys left out of :func:`config_digest` (at any depth): machine-specific locations and
 #: outcomes of the run (a head's training losses), which are not part of *what* was run.
@@ -68,6 +68,8 @@ class AttackMetrics:
     Attributes:
         kind: see :data:`AttackKind`.
         num_samples: number of test samples of this row.
+        attack: the attack's registered name (``None`` for the clean and worst-case rows).
+        eps: its budget (``None`` where it has none, e.g. a patch).
         benign_accuracy, robust_accuracy, fooling_rate, error_rate, attack_success_rate: see
             :mod:`encshield.evaluation.metrics`.
         max_linf: largest ``|x_adv - x|`` over all pixels actually fed to the classifier (after
@@ -85,9 +87,11 @@ class AttackMetrics:
     attack_success_rate: float | None = None
     max_linf: float | None = None
     subset: dict[str, Any] | None = None
+    attack: str | None = None
+    eps: float | None = None
 
     def __post_init__(self) -> None:
-        for key in (*SUMMARY_KEYS, "max_linf"):
+        for key in (*SUMMARY_KEYS, "max_linf", "eps"):
             setattr(self, key, _finite_or_none(getattr(self, key)))
 
     @classmethod
@@ -237,12 +241,7 @@ class EvaluationRecord:
 
     def save(self, path: str | os.PathLike[str], *, include_per_sample: bool = True) -> Path:
         """Write the JSON record (atomically: a temporary file renamed into place)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(self.to_json(include_per_sample=include_per_sample) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+        return atomic_write(path, self.to_json(include_per_sample=include_per_sample) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EvaluationRecord:
@@ -271,47 +270,3 @@ def config_digest(config: dict[str, Any]) -> str:
     """
     text = json.dumps(_strip_unhashed(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def version_info() -> dict[str, str]:
-    """Versions of encshield, torch, python and numpy."""
-    import numpy
-
-    return {
-        "encshield": encshield.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Platform, CPU, core/thread counts and the device (with its name for CUDA)."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python_implementation": sys.implementation.name,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    dev = torch.device(device)
-    if dev.type == "cuda" and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name(dev)
-    return info
-
-
-def now_iso() -> str:
-    """Current UTC time, ISO-8601 with seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

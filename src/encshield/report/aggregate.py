@@ -31,8 +31,7 @@ __all__ = [
     "budget_series",
     "build_tables",
     "fooling_matrix",
-    "format_budget",
-    "format_duration",
+        "format_duration",
     "format_percent",
     "format_stat",
     "short_name",
@@ -308,14 +307,6 @@ def slug(text: str) -> str:
     """A file-system safe version of ``text`` (letters, digits, ``.``, ``_``, ``-``)."""
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in text)
     return cleaned.strip("-.") or "x"
-
-
-def format_budget(eps: float | None) -> str:
-    """``10/255`` -> ``"10/255"`` (:func:`encshield.evaluation.protocol.format_budget`);
-    ``None`` -> ``"-"``."""
-    from encshield.evaluation.protocol import format_budget as budget_text
-
-    return "-" if eps is None else budget_text(eps)
 
 
 def table_matrix(table: ResultTable) -> tuple[list[str], list[list[str]]]:

@@ -13,10 +13,10 @@ from html import escape
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
+from encshield.budgets import format_budget
 from encshield.report.aggregate import (
     ResultTable,
     fooling_matrix,
-    format_budget,
     format_duration,
     short_name,
     table_matrix,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from encshield.budgets import format_budget
 from encshield.report.aggregate import (
     ResultTable,
     fooling_matrix,
-    format_budget,
     format_duration,
     short_name,
     table_matrix,

@@ -74,6 +74,6 @@ def sign_ascent(
             count += 1
             if (step + 1) % chunk == 0 or step + 1 == config.steps:
                 context.history.append({"step": step + 1, "loss": running / count})
-                advance(count, loss=running / count)
+                advance(count, info=f"loss {running / count:.4g}")
                 running, count = 0.0, 0
     return delta.detach()

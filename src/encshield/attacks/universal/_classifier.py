@@ -26,7 +26,8 @@ from pydantic import Field
 from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
-from encshield.attacks.universal.base import AttackConfig, FitContext, UniversalAttack, module_device
+from encshield.attacks.universal.base import AttackConfig, FitContext, UniversalAttack
+from encshield.models.modules import module_device
 from encshield.errors import ConfigError
 
 __all__ = ["ClassifierAttack", "ClassifierAttackConfig", "LogitsFn"]
@@ -194,7 +195,7 @@ class ClassifierAttack(UniversalAttack):
                     delta, count = self._walk(fn, x, y, delta, context, seen)
                     updates += count
                     seen += int(idx.numel())
-                    advance(int(idx.numel()), updates=updates)
+                    advance(int(idx.numel()), info=f"updates {updates}")
                 fooling = float((self._predict(fn, context, delta) != clean).float().mean())
                 context.history.append(
                     {"pass": epoch + 1, "fooling_rate": fooling, "updates": updates,

@@ -234,7 +234,7 @@ class AdvEncoder(UniversalAttack):
                                        ("hfc", l_hfc)):
                         sums[key] += float(value.detach()) * b
                     sums["cos_dist"] += cos_dist
-                    advance(1, loss=float(loss.detach()))
+                    advance(1, info=f"loss {float(loss.detach()):.4g}")
                 context.history.append(
                     {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
                 )

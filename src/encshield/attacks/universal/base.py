@@ -37,7 +37,9 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.config import config_hash, validate
 from encshield.errors import ConfigError, ImageRangeError
-from encshield.images import check_images
+from encshield.images import check_images, to_float
+from encshield.models.modules import frozen, module_device
+from encshield.progress import progress
 from encshield.registry import Registry
 
 __all__ = [
@@ -76,44 +78,6 @@ FIT_KEYWORDS = (
 # ------------------------------------------------------------------------------------- helpers
 
 
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for a module without any)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def frozen(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode and ``requires_grad=False`` for every module; both restored on exit."""
-    modes: list[tuple[nn.Module, bool]] = []
-    flags: list[tuple[torch.nn.Parameter, bool]] = []
-    seen: set[int] = set()
-    for module in modules:
-        if not isinstance(module, nn.Module):
-            continue
-        for sub in module.modules():
-            if id(sub) not in seen:
-                seen.add(id(sub))
-                modes.append((sub, sub.training))
-        for parameter in module.parameters():
-            flags.append((parameter, parameter.requires_grad))
-    try:
-        for module in modules:
-            if isinstance(module, nn.Module):
-                module.eval()
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        yield
-    finally:
-        for sub, mode in modes:
-            sub.training = mode
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-
-
 def check_surrogate_images(images: torch.Tensor, name: str = "surrogate_images") -> torch.Tensor:
     """Accept uint8 ``(N, C, H, W)`` (0..255) or float in [0, 1]; return the tensor unchanged."""
     if not isinstance(images, torch.Tensor):
@@ -127,15 +91,6 @@ def check_surrogate_images(images: torch.Tensor, name: str = "surrogate_images")
     if not images.is_floating_point():
         raise ImageRangeError(f"{name} has dtype {images.dtype}; pass uint8 or float in [0, 1]")
     return check_images(images, name)
-
-
-def to_float_images(batch: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 -> float32 / 255 (after moving to ``device``); float -> float32."""
-    if device is not None:
-        batch = batch.to(device, non_blocking=True)
-    if batch.dtype == torch.uint8:
-        return batch.float().div_(255.0)
-    return batch.float()
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -231,46 +186,6 @@ class ActivationTap:
         return {name: captured[name] for name in self.layers}
 
 
-def _progress(enabled: bool, total: int, description: str):  # noqa: ANN202
-    """A context manager yielding ``advance(n=1, **info)`` (a rich progress bar or a no-op)."""
-
-    @contextlib.contextmanager
-    def manager() -> Iterator[Callable[..., None]]:
-        if not enabled:
-            yield lambda n=1, **info: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        from rich.console import Console
-
-        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(description, total=total)
-
-            def advance(n: int = 1, **info: Any) -> None:
-                text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in info.items())
-                bar.update(task, advance=n,
-                           description=f"{description} {text}".rstrip())
-
-            yield advance
-
-    return manager()
-
-
 # ------------------------------------------------------------------------------------- context
 
 
@@ -319,7 +234,7 @@ class FitContext:
 
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Float images in [0, 1] at ``index``, on ``device``."""
-        return to_float_images(self.images[index], self.device)
+        return to_float(self.images[index], self.device)
 
     def rand(self, *shape: int) -> torch.Tensor:
         """``U(0, 1)`` from the seeded generator, on ``device``."""
@@ -350,7 +265,7 @@ class FitContext:
 
     def bar(self, total: int, description: str):  # noqa: ANN201
         """Progress bar context manager (no-op unless ``progress``)."""
-        return _progress(self.progress, total, description)
+        return progress(description, total, enabled=self.progress)
 
 
 # ------------------------------------------------------------------------------------- base
@@ -597,7 +512,7 @@ class UniversalAttack:
             state = self._objective_state(encoder, surrogate_head, perturbation)
             total = torch.zeros((), dtype=torch.float64, device=device)
             for start in range(0, int(images.shape[0]), self.config.batch_size):
-                x = to_float_images(images[start : start + self.config.batch_size], device)
+                x = to_float(images[start : start + self.config.batch_size], device)
                 values = self._objective_values(encoder, x, perturbation.apply(x), state)
                 total += values.double().sum()
         return float(total) / int(images.shape[0])

@@ -37,7 +37,7 @@ from encshield.attacks.whitebox.base import (
     default_predict,
 )
 from encshield.attacks.whitebox.bpda import BPDA, bpda
-from encshield.attacks.whitebox.feature_pgd import feature_pgd
+from encshield.attacks.whitebox.feature_pgd import ENCODER_ATTACKS, feature_pgd
 from encshield.attacks.whitebox.fgsm import FGSMConfig, fgsm
 from encshield.attacks.whitebox.objectives import (
     OBJECTIVES,
@@ -54,6 +54,7 @@ from encshield.attacks.whitebox.pgd import PGDConfig, PGDL2Config, pgd
 from encshield.attacks.whitebox.sanity import SanityFlag, sanity_check
 
 __all__ = [
+    "ENCODER_ATTACKS",
     "BPDA",
     "OBJECTIVES",
     "WHITEBOX_ATTACKS",

@@ -13,6 +13,7 @@ features, scoring the last iterate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -28,12 +29,17 @@ from encshield.attacks.whitebox.base import (
 from encshield.attacks.whitebox.objectives import feature_cosine_distance, feature_l2_distance
 from encshield.attacks.whitebox.pgd import _pgd_once
 from encshield.errors import ConfigError
+from encshield.registry import Registry
 
-__all__ = ["feature_pgd"]
+__all__ = ["ENCODER_ATTACKS", "feature_pgd"]
+
+#: Per-sample attacks on an encoder alone: ``fn(encoder, x, *, eps, seed, **config) -> x_adv``.
+ENCODER_ATTACKS: Registry[Callable[..., torch.Tensor]] = Registry("encoder attack")
 
 _DISTANCES = {"cosine": feature_cosine_distance, "l2": feature_l2_distance}
 
 
+@ENCODER_ATTACKS.register("feature_pgd")
 def feature_pgd(
     encoder: nn.Module,
     x: torch.Tensor,

@@ -47,9 +47,12 @@ from encshield.attacks.whitebox import pgd
 from encshield.config import config_hash
 from encshield.data import ImageDataset
 from encshield.defenses.base import Defense, DefenseConfig, DefenseResult
+from encshield.defenses.loop import EpochStats, train_epochs
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Classifier, Encoder, build_head
+from encshield.progress import progress as progress_bar
+from encshield.records import DefenseRecord
 
 __all__ = [
     "AttackSettings",
@@ -210,7 +213,7 @@ class FinetuningDefense(Defense):
             seed: seeds the head initialisation, the batch order, dropout and the attacks'
                 random starts (same seed -> same weights on the same device).
             device: where to train.
-            progress: print one line per epoch.
+            progress: show a progress bar (one step per epoch, with loss and accuracy).
         """
         cfg: FinetuningConfig = self.config  # type: ignore[assignment]
         if len(train) == 0:
@@ -248,56 +251,43 @@ class FinetuningDefense(Defense):
                       for k, o in optimizers.items()}
 
         generator = torch.Generator().manual_seed(seed)
-        losses: list[float] = []
-        parts_history: list[dict[str, float]] = []
         accuracies: list[float] = []
-        step = 0
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+
+        def step(x: torch.Tensor, y: torch.Tensor, index: int, epoch: int
+                 ) -> tuple[torch.Tensor, dict[str, float], None]:
+            loss, parts = self.train_step(model, x, y, optimizers, seed=seed, step=index,
+                                          epoch=epoch)
+            return loss, parts, None
+
+        def epoch_end(stats: EpochStats) -> None:
+            for scheduler in schedulers.values():
+                scheduler.step()
+            if cfg.track_train_accuracy:
+                accuracies.append(_accuracy(model, train, cfg.batch_size, device))
+            self._emit("epoch_end", model=model, epoch=stats.epoch, optimizers=optimizers,
+                       schedulers=schedulers, loss=stats.loss)
+            acc = f", clean train acc {accuracies[-1]:.4f}" if accuracies else ""
+            bar(info=f"loss {stats.loss:.4f}{acc}")
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                progress_bar(self.name, cfg.epochs, enabled=progress) as bar:
             torch.manual_seed(seed)  # dropout masks
-            for epoch in range(cfg.epochs):
-                total, count = 0.0, 0
-                part_sums: dict[str, float] = {}
-                for x, y in train.batches(cfg.batch_size, shuffle=True, generator=generator,
-                                          device=device):
-                    loss, parts = self.train_step(model, x, y, optimizers, seed=seed,
-                                                  step=step, epoch=epoch)
-                    n = int(y.shape[0])
-                    total += float(loss) * n
-                    count += n
-                    for key, value in parts.items():
-                        part_sums[key] = part_sums.get(key, 0.0) + float(value) * n
-                    step += 1
-                for scheduler in schedulers.values():
-                    scheduler.step()
-                losses.append(total / max(count, 1))
-                parts_history.append({k: v / max(count, 1) for k, v in part_sums.items()})
-                if cfg.track_train_accuracy:
-                    accuracies.append(_accuracy(model, train, cfg.batch_size, device))
-                self._emit("epoch_end", model=model, epoch=epoch, optimizers=optimizers,
-                           schedulers=schedulers, loss=losses[-1])
-                if progress:
-                    acc = f", clean train acc {accuracies[-1]:.4f}" if accuracies else ""
-                    print(f"[{self.name}] epoch {epoch + 1}/{cfg.epochs}: loss "
-                          f"{losses[-1]:.4f}{acc}", flush=True)
+            history = train_epochs(
+                cfg.epochs,
+                lambda: train.batches(cfg.batch_size, shuffle=True, generator=generator,
+                                      device=device),
+                step, on_epoch_end=epoch_end)
 
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        record = {
-            "name": self.name,
-            "config": cfg.model_dump(mode="json"),
-            "config_hash": config_hash(cfg),
-            "epochs": cfg.epochs,
-            "losses": losses,
-            "loss_parts": parts_history,
-            "train_accuracy": accuracies,
-            "num_train": len(train),
-            "num_classes": int(num_classes),
-            "seed": int(seed),
-            "device": str(device),
-            "time_s": time.perf_counter() - start_time,
-            **self.extra_record(),
-        }
+        record = DefenseRecord(
+            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+            epochs=cfg.epochs, losses=[h.loss for h in history],
+            loss_parts=[h.parts for h in history], train_accuracy=accuracies,
+            num_train=len(train), num_classes=int(num_classes), seed=int(seed),
+            device=str(device), time_s=time.perf_counter() - start_time,
+            details=self.extra_record())
         return DefenseResult(classifier=model, record=record)
 
 

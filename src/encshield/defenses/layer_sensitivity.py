@@ -1,4 +1,5 @@
-"""Gen-AF stage 2: layer robustness sensitivity, k least sensitive layers, layer fine-tuning.
+"""Gen-AF stage 2 building blocks: layer robustness sensitivity, the k least sensitive layers,
+fine-tuning of exactly those layers.
 
 Implements METHODS.md section 2.3 (Gen-AF, Zhou et al., "Securely Fine-tuning Pre-trained
 Encoders Against Adversarial Examples", IEEE S&P 2024, ``standard_finetuning.py``) with the
@@ -23,8 +24,8 @@ Robust Critical Fine-Tuning", ICCV 2023), "module robust criticality" (MRC):
 5. :func:`interpolate`: RiFT's weight interpolation between the initial and fine-tuned weights
    (optional; Gen-AF's code does not interpolate).
 
-The registered defense :class:`GenAF` (``genaf``, alias ``gen-af``) runs Gen-AF stage 1
-(:class:`~encshield.defenses.genaf.GenAFStage1`) followed by steps 1-5 on its model.
+The registered defense :class:`~encshield.defenses.genaf.GenAF` (``genaf``) runs Gen-AF stage 1
+(:class:`~encshield.defenses.genaf_stage1.GenAFStage1`) followed by steps 1-5 on its model.
 
 The typical pipeline::
 
@@ -38,28 +39,21 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
 from encshield.attacks.whitebox import pgd
-from encshield.config import config_hash
-from encshield.data import ImageDataset
-from encshield.defenses.base import DEFENSES, Defense, DefenseConfig, DefenseResult
-from encshield.defenses.genaf import GenAFStage1, GenAFStage1Config
+from encshield.defenses.loop import shuffled_batches, train_epochs
 from encshield.errors import ConfigError
+from encshield.models.modules import module_device, restored_modes, seeded
 
 __all__ = [
     "EpochRecord",
-    "GenAF",
-    "GenAFConfig",
     "LayerScore",
     "candidate_layers",
     "finetune_layers",
@@ -107,43 +101,10 @@ def _positive_float(value: float, name: str, *, allow_zero: bool = False) -> flo
     return float(value)
 
 
-def _device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _restore_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's ``training`` flag and every parameter's ``requires_grad``."""
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-        for param, flag in flags:
-            param.requires_grad_(flag)
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Fork the global RNG (CPU and ``device``), seed it, restore it afterwards."""
-    devices: list[int] = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
-
-
 @torch.no_grad()
 def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     """Mean CE of ``model`` over ``(x, y)`` (sum over batches / N), in the model's current mode."""
-    device = _device(model)
+    device = module_device(model)
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(device)
@@ -207,7 +168,7 @@ def make_probe_set(
     _check_pair(images, labels, "probe")
     batch_size = _positive_int(batch_size, "batch_size")
     steps = _positive_int(steps, "steps", minimum=0)
-    device = _device(model)
+    device = module_device(model)
     chunks = []
     for b, start in enumerate(range(0, images.shape[0], batch_size)):
         xb = images[start:start + batch_size].to(device)
@@ -301,7 +262,7 @@ def layer_sensitivity(
     work.eval()
     for param in work.parameters():
         param.requires_grad_(False)
-    device = _device(work)
+    device = module_device(work)
     candidates = candidate_layers(work)
     if not candidates:
         raise ConfigError("the model has no Conv2d or Linear layer to score")
@@ -493,9 +454,8 @@ def finetune_layers(
     if not modules:
         raise ConfigError("finetune_layers needs at least one module to train")
 
-    device = _device(model)
-    history: list[EpochRecord] = []
-    with _restore_modes(model), _seeded(seed, device), torch.enable_grad():
+    device = module_device(model)
+    with restored_modes(model), seeded(seed, device), torch.enable_grad():
         trainable = freeze_all_but(model, modules)
         optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
         model.train()
@@ -505,22 +465,20 @@ def finetune_layers(
                         p.requires_grad for p in module.parameters(recurse=False)):
                     module.eval()
         generator = torch.Generator().manual_seed(int(seed))
-        n = images.shape[0]
-        for epoch in range(1, epochs + 1):
-            order = torch.randperm(n, generator=generator)
-            total_loss, correct = 0.0, 0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                xb = images[idx.to(images.device)].to(device)
-                yb = labels[idx.to(labels.device)].to(device)
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * xb.shape[0]
-                correct += int((logits.detach().argmax(1) == yb).sum())
-            history.append(EpochRecord(epoch=epoch, loss=total_loss / n, accuracy=correct / n))
+
+        def step(xb: torch.Tensor, yb: torch.Tensor, index: int, epoch: int
+                 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.detach(), {}, logits.detach()
+
+        stats = train_epochs(
+            epochs, lambda: shuffled_batches(images, labels, batch_size, generator, device), step)
+        history = [EpochRecord(epoch=s.epoch + 1, loss=s.loss, accuracy=s.accuracy or 0.0)
+                   for s in stats]
         for param in trainable:
             param.grad = None
     return history
@@ -571,156 +529,3 @@ def interpolate(
         else:
             out[key] = torch.lerp(a.detach(), b.detach().to(a.device), float(alpha))
     return out
-
-
-# --------------------------------------------------------------------------- the defense
-# ``genaf``: stages 1 + 2 as one registered defense (METHODS.md 2.2 + 2.3).
-
-
-class GenAFConfig(DefenseConfig):
-    """Gen-AF stages 1 + 2 (METHODS.md 2.2, 2.3); every field has the official default.
-
-    ``stage1`` is :class:`~encshield.defenses.genaf.GenAFStage1Config` (nested overrides merge
-    into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
-    downstream train split (the official code hard-codes STL-10 train), attacked with
-    ``probe_eps`` / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255,
-    random start); layer sensitivity with
-    relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of SGD ascent (lr
-    ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE fine-tuning of
-    those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``, ``stage2_weight_decay``);
-    optional RiFT interpolation ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
-    """
-
-    stage1: GenAFStage1Config = Field(default_factory=GenAFStage1Config)
-    probe_size: int = Field(1000, ge=1)
-    probe_eps: float = Field(8 / 255, ge=0.0, le=1.0)
-    probe_steps: int = Field(10, ge=0)
-    probe_step_size: float = Field(2 / 255, gt=0.0)
-    sensitivity_epsilon: float = Field(0.1, ge=0.0)
-    ascent_epochs: int = Field(10, ge=0)
-    ascent_lr: float = Field(1.0, gt=0.0)
-    k: int | float = 0.2
-    stage2_epochs: int = Field(50, ge=0)
-    stage2_lr: float = Field(1e-3, gt=0.0)
-    stage2_weight_decay: float = Field(8e-4, ge=0.0)
-    stage2_batch_size: int = Field(256, ge=1)
-    probe_batch_size: int = Field(256, ge=1)
-    bn_mode: Literal["eval", "train"] = "eval"
-    interpolation_alpha: float | None = Field(None, ge=0.0, le=1.0)
-
-    @field_validator("k", mode="before")
-    @classmethod
-    def _check_k(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"k must be an int count >= 1 or a float fraction in (0, 1], "
-                             f"got {value!r}")
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"a layer count k must be >= 1, got {value}")
-        if isinstance(value, float) and not (math.isfinite(value) and 0.0 < value <= 1.0):
-            raise ValueError(f"a layer fraction k must be in (0, 1], got {value}")
-        return value
-
-
-@DEFENSES.register("genaf", aliases=("gen-af",))
-class GenAF(Defense):
-    """Gen-AF (Zhou et al., IEEE S&P 2024): stage 1 (``genaf_stage1``) then stage 2 (this module).
-
-    ``fit`` runs stage 1 through :class:`~encshield.defenses.genaf.GenAFStage1`, then on its
-    model: probe set -> per-layer sensitivity -> the ``k`` least sensitive layers -> freeze all
-    other parameters (by module identity) -> clean fine-tuning of those layers -> optional
-    interpolation. The encoder passed in is never modified. Callbacks receive stage 1's events
-    plus ``"stage1_end"`` (``model``, ``state``: a copy of the stage-1 state dict) and
-    ``"stage2_end"`` (``model``, ``chosen``: the fine-tuned modules).
-    """
-
-    name: ClassVar[str] = "genaf"
-    Config = GenAFConfig
-
-    def fit(
-        self,
-        encoder: nn.Module,
-        train: ImageDataset,
-        num_classes: int,
-        *,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-    ) -> DefenseResult:
-        """Stage 1 then stage 2 on a copy of ``encoder`` (never modified); see the class."""
-        cfg: GenAFConfig = self.config  # type: ignore[assignment]
-        start_time = time.perf_counter()
-        stage1 = GenAFStage1(cfg.stage1)
-        for callback in self._callbacks:
-            stage1.add_callback(callback)
-        result1 = stage1.fit(encoder, train, num_classes, seed=seed, device=device,
-                             progress=progress)
-        model = result1.classifier
-        stage1_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._emit("stage1_end", model=model, state=stage1_state)
-
-        # probe set: a seeded subset of the downstream train split
-        started = time.perf_counter()
-        n = len(train)
-        size = min(cfg.probe_size, n)
-        generator = torch.Generator().manual_seed(int(seed))
-        probe_idx = torch.randperm(n, generator=generator)[:size].sort().values
-        probe_x, probe_y = make_probe_set(
-            model, train.to_float(probe_idx), train.labels[probe_idx].clone(),
-            eps=cfg.probe_eps, steps=cfg.probe_steps, step_size=cfg.probe_step_size,
-            seed=int(seed), batch_size=cfg.probe_batch_size)
-        probe_time = time.perf_counter() - started
-
-        started = time.perf_counter()
-        scores = layer_sensitivity(model, probe_x, probe_y, epsilon=cfg.sensitivity_epsilon,
-                                   ascent_epochs=cfg.ascent_epochs, lr=cfg.ascent_lr,
-                                   batch_size=cfg.probe_batch_size)
-        sensitivity_time = time.perf_counter() - started
-        selected = select_layers(scores, cfg.k)
-        chosen = resolve_layers(model, selected)
-        if progress:
-            print(f"[{self.name}] stage 2: fine-tuning {len(chosen)} of {len(scores)} layers: "
-                  + ", ".join(s.name for s in selected), flush=True)
-
-        started = time.perf_counter()
-        history = finetune_layers(
-            model, chosen, train.to_float(), train.labels, epochs=cfg.stage2_epochs,
-            lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay,
-            batch_size=cfg.stage2_batch_size, seed=int(seed), bn_mode=cfg.bn_mode)
-        finetune_time = time.perf_counter() - started
-        if cfg.interpolation_alpha is not None:
-            model.load_state_dict(interpolate(stage1_state, model.state_dict(),
-                                              cfg.interpolation_alpha))
-        model.eval()
-        for param in model.parameters():
-            param.requires_grad_(False)
-            param.grad = None
-        self._emit("stage2_end", model=model, chosen=chosen)
-
-        record = {
-            "name": self.name,
-            "config": cfg.model_dump(mode="json"),
-            "config_hash": config_hash(cfg),
-            "epochs": int(cfg.stage1.epochs + cfg.stage2_epochs),
-            "losses": [*result1.record.get("losses", []), *(h.loss for h in history)],
-            "train_accuracy": [*result1.record.get("train_accuracy", []),
-                               *(h.accuracy for h in history)],
-            "stage1": result1.record,
-            "probe": {"size": int(size), "source": f"{train.name}:{train.split}",
-                      "eps": cfg.probe_eps, "steps": cfg.probe_steps,
-                      "step_size": cfg.probe_step_size, "random_start": True,
-                      "seed": int(seed)},
-            "layer_scores": [asdict(s) for s in scores],
-            "num_candidates": len(scores),
-            "chosen_layers": [s.name for s in selected],
-            "stage2_history": [asdict(h) for h in history],
-            "bn_mode": cfg.bn_mode,
-            "interpolation_alpha": cfg.interpolation_alpha,
-            "num_train": n,
-            "num_classes": int(num_classes),
-            "seed": int(seed),
-            "device": str(device),
-            "stage_time_s": {"stage1": result1.record.get("time_s"), "probe": probe_time,
-                             "sensitivity": sensitivity_time, "stage2": finetune_time},
-            "time_s": time.perf_counter() - start_time,
-        }
-        return DefenseResult(classifier=model, record=record)

@@ -1,0 +1,374 @@
+"""Evaluate any classifier on a test set under every attack: one :class:`EvaluationRecord`.
+
+Rows, in this order (the row name is the key of ``record.metrics``; its *kind* says the threat
+model, see :mod:`encshield.evaluation.specs`):
+
+1. ``clean``: BA over all test samples (one batched pass under ``torch.inference_mode``).
+2. ``universal``: one per universal perturbation, predictions on ``perturbation.apply(x)`` for
+   all test samples (fitted on the public encoder: the downstream-agnostic threat model).
+3. ``encoder_public`` / ``encoder_deployed``: per-sample encoder attacks (``feature_pgd``)
+   crafted on the public encoder (transferred) or on the deployed model's encoder (adaptive),
+   classified by the classifier.
+4. ``whitebox``: per-sample attacks on the classifier itself.
+5. ``worst_case``: per sample, correct only if correct under every row of a group, on the
+   samples all those rows share: ``worst-case DAE`` (universal + ``encoder_public`` rows) and
+   ``worst-case all`` (every attack row), when a group has two or more rows (``all`` only when
+   it differs from ``DAE``).
+
+Per-sample rows (3-4) run with autograd, outside inference mode, batch ``b`` seeded with
+``seed + b``, on a fixed subset of ``spec.limit`` (or ``whitebox_limit``) test samples chosen by
+:func:`~encshield.evaluation.subsets.select_subset`; their ``benign_accuracy`` is measured on that
+subset. Every metric comes from :func:`encshield.evaluation.metrics.summarize` (per sample).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from encshield.errors import ConfigError
+from encshield.evaluation.describe import (
+    describe_callable,
+    describe_classifier,
+    describe_encoder,
+    describe_perturbation,
+)
+from encshield.evaluation.metrics import summarize
+from encshield.evaluation.predict import inputs_unchecked, predict, predict_under_attack
+from encshield.evaluation.records import (
+    AttackMetrics,
+    EvaluationRecord,
+    PerSampleRecord,
+    config_digest,
+)
+from encshield.evaluation.specs import (
+    AttackFn,
+    WhiteboxSpec,
+    attack_kwargs,
+    parse_whitebox,
+    resolve_attack,
+    validate_spec,
+)
+from encshield.evaluation.subsets import SUBSET_MODES, select_subset, subset_info
+from encshield.provenance import machine_info, now_iso, to_jsonable, version_info
+
+__all__ = ["EncoderAttackFn", "PerturbationLike", "WORST_CASE_ROWS", "evaluate_classifier"]
+
+#: Names of the per-sample worst-case rows: row name -> the row kinds it combines.
+WORST_CASE_ROWS: dict[str, tuple[str, ...]] = {
+    "worst-case DAE": ("universal", "encoder_public"),
+    "worst-case all": ("universal", "encoder_public", "encoder_deployed", "whitebox"),
+}
+
+
+class PerturbationLike(Protocol):
+    """What the evaluation needs of an :class:`encshield.attacks.Perturbation`."""
+
+    def apply(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Images ``(N, C, H, W)`` in [0, 1] -> perturbed images (in [0, 1] when clamped)."""
+        ...
+
+
+#: ``fn(encoder, x) -> x_adv``: a configured per-sample attack on the encoder alone.
+EncoderAttackFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _Rows:
+    """The state of one evaluation: clean predictions, finished rows, timings, per-sample data."""
+
+    classifier: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    device: torch.device | str
+    subset_mode: str
+    subset_seed: int
+    emit: Callable[[str], None]
+    clean_pred: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    metrics: dict[str, AttackMetrics] = field(default_factory=dict)
+    predictions: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    per_sample: PerSampleRecord | None = None
+
+    def subset(self, limit: int | None) -> tuple[torch.Tensor | None, dict[str, Any] | None]:
+        idx = select_subset(self.labels, limit, seed=self.subset_seed, mode=self.subset_mode)
+        if idx is None:
+            return None, None
+        return idx, subset_info(self.labels, idx, int(limit or 0), self.subset_seed,
+                                self.subset_mode)
+
+    def add(self, name: str, kind: str, adv_pred: torch.Tensor, idx: torch.Tensor | None,
+            max_linf: float | None, subset: dict[str, Any] | None, seconds: float, *,
+            attack: str | None = None, eps: float | None = None) -> None:
+        """Record one attack row (metrics per sample over its samples)."""
+        sub_clean = self.clean_pred if idx is None else self.clean_pred[idx]
+        sub_labels = self.labels if idx is None else self.labels[idx]
+        summary = summarize(sub_clean, adv_pred, sub_labels)
+        self.metrics[name] = AttackMetrics.from_summary(kind, int(adv_pred.numel()), summary,
+                                                        max_linf=max_linf, subset=subset,
+                                                        attack=attack, eps=eps)
+        self.predictions[name] = (idx, adv_pred)
+        self.timings[name] = seconds
+        if self.per_sample is not None:
+            self.per_sample.adv_pred[name] = adv_pred.tolist()
+            if idx is not None:
+                self.per_sample.indices[name] = idx.tolist()
+        self.emit(f"{name}: RA {summary['robust_accuracy']:.4f}, fooling rate "
+                  f"{summary['fooling_rate']:.4f} on {adv_pred.numel()} samples ({seconds:.1f} s)")
+
+
+def _clean_row(rows: _Rows) -> None:
+    started = time.perf_counter()
+    rows.clean_pred, _ = predict(rows.classifier, rows.images, batch_size=rows.batch_size,
+                                 device=rows.device)
+    seconds = time.perf_counter() - started
+    n = int(rows.labels.shape[0])
+    accuracy = summarize(rows.clean_pred, rows.clean_pred, rows.labels)["benign_accuracy"]
+    rows.metrics["clean"] = AttackMetrics(kind="clean", num_samples=n, benign_accuracy=accuracy)
+    rows.timings["clean"] = seconds
+    if rows.per_sample is not None:
+        rows.per_sample.clean_pred = rows.clean_pred.tolist()
+    rows.emit(f"clean: BA {accuracy:.4f} on {n} samples ({seconds:.1f} s)")
+
+
+def _universal_row(rows: _Rows, name: str, perturbation: PerturbationLike, clamp: bool) -> None:
+    started = time.perf_counter()
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return perturbation.apply(x, clamp=clamp)
+
+    with inputs_unchecked(rows.classifier, enabled=not clamp):
+        adv_pred, max_linf = predict(rows.classifier, rows.images, batch_size=rows.batch_size,
+                                     device=rows.device, transform=apply)
+    meta = getattr(perturbation, "metadata", None) or {}
+    rows.add(name, "universal", adv_pred, None, max_linf, None, time.perf_counter() - started,
+             attack=meta.get("attack"), eps=getattr(perturbation, "eps", None))
+
+
+def _per_sample_row(rows: _Rows, name: str, kind: str, limit: int | None,
+                    attack: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+                    spec: WhiteboxSpec | None = None) -> None:
+    """A row of adversarial examples made per batch by ``attack(x, y, batch_index)``."""
+    started = time.perf_counter()
+    idx, subset = rows.subset(limit)
+    images = rows.images if idx is None else rows.images[idx]
+    labels = rows.labels if idx is None else rows.labels[idx]
+    adv_pred, max_linf = predict_under_attack(attack, rows.classifier, images, labels,
+                                              batch_size=rows.batch_size, device=rows.device)
+    rows.add(name, kind, adv_pred, idx, max_linf, subset, time.perf_counter() - started,
+             attack=None if spec is None else spec.name, eps=None if spec is None else spec.eps)
+
+
+def _spec_attack(spec: WhiteboxSpec, fn: AttackFn, classifier: nn.Module,
+                 public_encoder: nn.Module | None
+                 ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    kwargs = attack_kwargs(spec)
+    if spec.is_encoder_attack:
+        target = public_encoder if spec.on == "public" else classifier.encoder
+
+        def on_encoder(x: torch.Tensor, y: torch.Tensor, b: int) -> torch.Tensor:
+            return fn(target, x, eps=spec.eps, seed=spec.seed + b, **kwargs)  # type: ignore[no-any-return]
+
+        return on_encoder
+
+    def on_classifier(x: torch.Tensor, y: torch.Tensor, b: int) -> torch.Tensor:
+        return fn(classifier, x, y, eps=spec.eps, seed=spec.seed + b, **kwargs)  # type: ignore[no-any-return]
+
+    return on_classifier
+
+
+def _worst_case_rows(rows: _Rows) -> None:
+    """Per-sample worst case over each group of rows (:data:`WORST_CASE_ROWS`), on the samples
+    every row of the group evaluated: a sample counts as robust only if every row classifies it
+    correctly; its worst-case prediction is, by priority, a row's wrong prediction that differs
+    from the clean one, any row's wrong prediction, else the (correct) label."""
+    n = int(rows.labels.shape[0])
+    done: list[list[str]] = []
+    for name, kinds in WORST_CASE_ROWS.items():
+        members = [r for r, m in rows.metrics.items() if m.kind in kinds]
+        if len(members) < 2 or members in done:  # "all" = "DAE" when no adaptive row ran
+            continue
+        done.append(members)
+        covered = torch.ones(n, dtype=torch.bool)
+        chosen = rows.labels.clone()
+        score = torch.zeros(n, dtype=torch.int8)  # 0 correct, 1 wrong, 2 wrong and changed
+        for member in members:
+            idx, pred = rows.predictions[member]
+            seen = torch.zeros(n, dtype=torch.bool)
+            full = rows.labels.clone()
+            where = slice(None) if idx is None else idx
+            seen[where], full[where] = True, pred
+            covered &= seen
+            mine = ((full != rows.labels).to(torch.int8)
+                    + ((full != rows.labels) & (full != rows.clean_pred)).to(torch.int8))
+            better = mine > score
+            chosen[better], score[better] = full[better], mine[better]
+        idx = covered.nonzero().squeeze(1)
+        subset = {"rows": members, "count": int(idx.numel())}
+        rows.add(name, "worst_case", chosen[idx], None if idx.numel() == n else idx, None,
+                 subset, 0.0)
+        if rows.per_sample is not None:  # derived from the member rows: not stored twice
+            rows.per_sample.adv_pred.pop(name, None)
+            rows.per_sample.indices.pop(name, None)
+
+
+def _check_test_set(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ConfigError(f"test_images must be a tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ConfigError(f"test_images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
+        raise ConfigError(
+            f"test_labels must be int64 (N,) with N = {images.shape[0]} test images, got "
+            f"{tuple(getattr(labels, 'shape', ()))}"
+        )
+    if images.shape[0] == 0:
+        raise ConfigError("the test set is empty")
+
+
+def _plan(specs: list[WhiteboxSpec], perturbations: Mapping[str, Any],
+          encoder_attacks: Mapping[str, Any], classifier: nn.Module,
+          public_encoder: nn.Module | None,
+          overrides: Mapping[str, AttackFn] | None) -> dict[str, AttackFn]:
+    """Resolve and validate every attack before the (possibly long) evaluation starts."""
+    names = ["clean", *perturbations, *encoder_attacks, *(s.row_name for s in specs),
+             *WORST_CASE_ROWS]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"attack row names must be unique; repeated: {duplicates}")
+    resolved = {spec.row_name: resolve_attack(spec.name, overrides) for spec in specs}
+    for spec in specs:
+        validate_spec(resolved[spec.row_name], spec)
+    deployed = (encoder_attacks or any(s.kind == "encoder_deployed" for s in specs))
+    if deployed and not isinstance(getattr(classifier, "encoder", None), nn.Module):
+        raise ConfigError(
+            f"encoder attacks on the deployed model need classifier.encoder; "
+            f"{type(classifier).__name__} has none"
+        )
+    if any(s.kind == "encoder_public" for s in specs) and public_encoder is None:
+        raise ConfigError("on=public encoder attacks need the public encoder (public_encoder=)")
+    return resolved
+
+
+def evaluate_classifier(
+    classifier: nn.Module,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    perturbations: Mapping[str, PerturbationLike] | None = None,
+    encoder_attacks: Mapping[str, EncoderAttackFn] | None = None,
+    whitebox: Sequence[WhiteboxSpec | str] = (),
+    batch_size: int = 256,
+    clamp: bool = True,
+    device: torch.device | str = "cpu",
+    whitebox_limit: int | None = None,
+    subset_mode: str = "stratified",
+    subset_seed: int = 0,
+    keep_per_sample: bool = True,
+    context: Mapping[str, Any] | None = None,
+    whitebox_attacks: Mapping[str, AttackFn] | None = None,
+    public_encoder: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationRecord:
+    """Evaluate ``classifier`` on a test set under every given attack (rows: module docstring).
+
+    Args:
+        classifier: images float ``(n, C, H, W)`` in [0, 1] -> logits ``(n, num_classes)``; any
+            module (no-defense model, defended model, ensemble). Evaluated in eval mode (its
+            mode is restored afterwards).
+        test_images: uint8 ``(N, C, H, W)`` (0..255) or float in [0, 1].
+        test_labels: int64 ``(N,)``.
+        perturbations: row name -> universal perturbation (anything with ``apply(x, clamp)``).
+        encoder_attacks: row name -> ``fn(encoder, x) -> x_adv`` (already configured), run on
+            the deployed model's encoder.
+        whitebox: :class:`WhiteboxSpec` s or spec strings (``"pgd:eps=8/255,steps=10"``).
+        batch_size: images per forward pass / per attack batch.
+        clamp: clamp ``x + delta`` to [0, 1] (default; ``False`` = the CGCL code's unclamped
+            evaluation: the encoder's [0, 1] input check is then switched off for those rows).
+        device: where the model and batches run.
+        whitebox_limit: default number of test samples of per-sample rows (``None`` = all).
+        subset_mode, subset_seed: how limited rows choose their samples.
+        keep_per_sample: store per-sample predictions in ``record.per_sample``.
+        context: extra configuration merged into ``record.config``.
+        whitebox_attacks: name -> attack function, consulted before the registries.
+        public_encoder: the public pre-trained encoder (for ``on=public`` encoder attacks).
+        log: called with one line per finished row (e.g. ``print``).
+    Returns:
+        an :class:`~encshield.evaluation.records.EvaluationRecord`.
+    """
+    _check_test_set(test_images, test_labels)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if subset_mode not in SUBSET_MODES:
+        raise ConfigError(
+            f"subset_mode {subset_mode!r} is not allowed; allowed values: {', '.join(SUBSET_MODES)}"
+        )
+    specs = [parse_whitebox(s) if isinstance(s, str) else s for s in whitebox]
+    perturbations = dict(perturbations or {})
+    encoder_attacks = dict(encoder_attacks or {})
+    resolved = _plan(specs, perturbations, encoder_attacks, classifier, public_encoder,
+                     whitebox_attacks)
+    labels = test_labels.detach().cpu().to(torch.int64)
+    rows = _Rows(classifier, test_images, labels, batch_size, device, subset_mode, subset_seed,
+                 log or (lambda line: None),
+                 per_sample=PerSampleRecord(labels=labels.tolist(), clean_pred=[])
+                 if keep_per_sample else None)
+    was_training = classifier.training
+    classifier.eval()
+    classifier.to(device)
+    if public_encoder is not None:
+        public_encoder.eval().to(device)
+    started_all = time.perf_counter()
+    try:
+        _clean_row(rows)
+        for name, perturbation in perturbations.items():
+            _universal_row(rows, name, perturbation, clamp)
+        for name, fn in encoder_attacks.items():
+            encoder = classifier.encoder
+            _per_sample_row(rows, name, "encoder_deployed", whitebox_limit,
+                            lambda x, y, b, fn=fn: fn(encoder, x))  # type: ignore[misc]
+        for spec in sorted(specs, key=lambda s: not s.is_encoder_attack):  # encoder rows first
+            limit = whitebox_limit if spec.limit is None else spec.limit
+            attack = _spec_attack(spec, resolved[spec.row_name], classifier, public_encoder)
+            _per_sample_row(rows, spec.row_name, spec.kind, limit, attack, spec)
+        _worst_case_rows(rows)
+    finally:
+        classifier.train(was_training)
+    order = ["clean", *perturbations, *encoder_attacks,
+             *(s.row_name for s in specs if s.is_encoder_attack),
+             *(s.row_name for s in specs if not s.is_encoder_attack),
+             *(name for name in WORST_CASE_ROWS if name in rows.metrics)]
+    rows.timings["evaluation_total"] = time.perf_counter() - started_all
+    evaluation_config: dict[str, Any] = {
+        "classifier": describe_classifier(classifier),
+        "public_encoder": None if public_encoder is None else describe_encoder(public_encoder),
+        "num_test": int(labels.shape[0]),
+        "test_image_size": list(test_images.shape[1:]),
+        "batch_size": batch_size,
+        "clamp": clamp,
+        "perturbations": {name: describe_perturbation(p) for name, p in perturbations.items()},
+        "encoder_attacks": {name: describe_callable(fn) for name, fn in encoder_attacks.items()},
+        "whitebox": [spec.to_dict() for spec in specs],
+        "whitebox_limit": whitebox_limit,
+        "subset_mode": subset_mode,
+        "subset_seed": subset_seed,
+        "metric_convention": "per-sample over each row's samples (not a mean of batch means)",
+    }
+    config: dict[str, Any] = to_jsonable(dict(context or {}))
+    config["evaluation"] = to_jsonable(evaluation_config)
+    return EvaluationRecord(
+        config=config,
+        config_hash=config_digest(config),
+        versions=version_info(),
+        machine=machine_info(device),
+        wall_time_s={k: round(v, 4) for k, v in rows.timings.items()},
+        metrics={name: rows.metrics[name] for name in order},
+        created=now_iso(),
+        per_sample=rows.per_sample,
+    )

@@ -1,0 +1,68 @@
+"""Small helpers on modules shared by attacks, defenses and training loops."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["frozen", "module_device", "restored_modes", "seeded"]
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module without any)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def restored_modes(*modules: nn.Module | None) -> Iterator[None]:
+    """Restore every submodule's ``training`` flag and every parameter's ``requires_grad`` on
+    exit (whatever the body changed)."""
+    modes: list[tuple[nn.Module, bool]] = []
+    flags: list[tuple[nn.Parameter, bool]] = []
+    seen: set[int] = set()
+    for module in modules:
+        if not isinstance(module, nn.Module):
+            continue
+        for sub in module.modules():
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                modes.append((sub, sub.training))
+        flags.extend((p, p.requires_grad) for p in module.parameters())
+    try:
+        yield
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` for every module; both restored on exit."""
+    with restored_modes(*modules):
+        for module in modules:
+            if isinstance(module, nn.Module):
+                module.eval()
+                for parameter in module.parameters():
+                    parameter.requires_grad_(False)
+        yield
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Fork the global RNG (CPU and a CUDA ``device``), seed it, restore it afterwards."""
+    device = torch.device(device)
+    devices: list[int] = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield

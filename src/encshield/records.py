@@ -1,0 +1,144 @@
+"""Typed records of the jobs (attack fits, defenses, encoder evaluations).
+
+An evaluation of a classifier has its own record, :class:`encshield.evaluation.EvaluationRecord`.
+Every record here is a dataclass with the provenance fields ``versions``, ``machine`` and
+``created`` (:mod:`encshield.provenance`), converts to strict JSON with :meth:`Record.to_dict`
+and back with :meth:`Record.from_dict` (unknown keys of older files are kept in ``details``),
+and is written atomically by :meth:`Record.save`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from encshield.errors import ConfigError
+from encshield.provenance import machine_info, now_iso, to_jsonable, version_info, write_json
+
+__all__ = ["AttackRecord", "DefenseRecord", "EncoderEvalRecord", "Record"]
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass
+class Record:
+    """Base of the workflow records: provenance fields and JSON round trip."""
+
+    versions: dict[str, str] = field(default_factory=version_info)
+    machine: dict[str, Any] = field(default_factory=machine_info)
+    created: str = field(default_factory=now_iso)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (non-finite floats -> ``None``)."""
+        return to_jsonable(asdict(self))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        """Inverse of :meth:`to_dict`; keys this version does not know go to ``details``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"not a {cls.__name__}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        values["details"] = {**dict(values.get("details") or {}), **extra}
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"not a {cls.__name__}: {error}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as strict JSON, atomically."""
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike[str]) -> R:
+        """Read a record written by :meth:`save`."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read the record {path}: {error}") from None
+
+
+@dataclass
+class AttackRecord(Record):
+    """What :func:`encshield.workflows.fit_attack` did.
+
+    Attributes:
+        attack: registered attack name; ``config``: its full resolved config.
+        eps: L-inf budget (``None`` for patches); ``seed``: the fit's seed.
+        encoder: the encoder's spec, file, sha256 and provenance.
+        surrogate: the surrogate data (dataset, split, limit, seed, used images, subset).
+        fit_seconds: time of the fit itself.
+        objective: the attack objective before/after on a surrogate subset (lower = stronger).
+        output: ``{"path", "sha256"}`` of the written perturbation, when saved.
+    """
+
+    attack: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    eps: float | None = None
+    seed: int = 0
+    encoder: dict[str, Any] = field(default_factory=dict)
+    surrogate: dict[str, Any] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+    objective: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DefenseRecord(Record):
+    """What a defense did (:meth:`encshield.defenses.Defense.fit`, :func:`~encshield.workflows.fit_defense`).
+
+    Attributes:
+        name: registered defense name; ``config`` its full config and ``config_hash``.
+        epochs: training epochs; ``losses``: mean training loss per epoch; ``loss_parts``: per
+            epoch, the mean of each named loss term; ``train_accuracy``: clean training accuracy
+            per epoch (or once, for a head on a frozen encoder).
+        num_train, num_classes, seed, device, time_s: the run.
+        summary: one human line of defense-specific results (e.g. Gen-AF's chosen layers).
+        details: defense-specific entries (stage records, chosen layers ...).
+        encoder, data: filled by the workflow (encoder spec/sha256, training data selection).
+        output: ``{"path", "sha256"}`` of the written model, when saved.
+    """
+
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    epochs: int = 0
+    losses: list[float] = field(default_factory=list)
+    loss_parts: list[dict[str, float]] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    num_train: int = 0
+    num_classes: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    time_s: float = 0.0
+    summary: str = ""
+    encoder: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EncoderEvalRecord(Record):
+    """What :func:`encshield.workflows.evaluate_encoder` measured.
+
+    Attributes:
+        encoder: spec, file, sha256, provenance.
+        train, test: the data selections (memory bank / probe training set; evaluation set).
+        knn: ``{"k20": acc, "k200": acc}`` weighted kNN top-1 (fractions), ``knn_temperature``.
+        linear: ``{"train_top1", "test_top1", "epochs"}`` of the linear probe (empty when
+            skipped).
+        seconds: wall time of the evaluation.
+    """
+
+    encoder: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+    knn: dict[str, float] = field(default_factory=dict)
+    knn_temperature: float = 0.07
+    linear: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0

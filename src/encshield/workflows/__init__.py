@@ -1,0 +1,41 @@
+"""The workflow layer: one function per job, shared by the CLI, the bench and the Python API.
+
+Each workflow takes an encoder spec (``zoo:NAME`` or a checkpoint path), dataset specs
+(:class:`DataSpec`: name, split slice, limit, seed -- one class-stratified seeded subset rule),
+a seed and config overrides, and returns the artefact plus a typed record:
+
+* :func:`fit_attack` -> ``(Perturbation, AttackRecord)``: a universal attack on the encoder alone.
+* :func:`fit_defense` -> ``(Classifier, DefenseRecord)``: a downstream model with a defense.
+* :func:`evaluate_model` -> ``EvaluationRecord``: the DAE protocol on a downstream model.
+* :func:`evaluate_encoder` -> ``EncoderEvalRecord``: kNN and linear probe of an encoder.
+
+Nothing above this layer (``encshield.cli``, ``encshield.bench``) loads, selects or fits anything
+itself. New jobs (backdoor injection, ZePAD, AToP) get their workflow here.
+"""
+
+from encshield.workflows.attack import fit_attack
+from encshield.workflows.defense import fit_defense
+from encshield.workflows.encoder import evaluate_encoder
+from encshield.workflows.evaluate import evaluate_model, load_perturbations
+from encshield.workflows.specs import (
+    DataSpec,
+    ResolvedEncoder,
+    SelectedData,
+    encoder_identity,
+    parse_device,
+    resolve_encoder,
+)
+
+__all__ = [
+    "DataSpec",
+    "ResolvedEncoder",
+    "SelectedData",
+    "encoder_identity",
+    "evaluate_encoder",
+    "evaluate_model",
+    "fit_attack",
+    "fit_defense",
+    "load_perturbations",
+    "parse_device",
+    "resolve_encoder",
+]
