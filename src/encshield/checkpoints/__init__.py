@@ -18,7 +18,13 @@ from encshield.checkpoints.api import (
     save_encoder,
 )
 from encshield.checkpoints.formats import FORMATS, CheckpointFormat, ImportedWeights, detect_format
-from encshield.checkpoints.native import FORMAT_VERSION, payload_sha256, read_native, sha256_file
+from encshield.checkpoints.native import (
+    FORMAT_VERSION,
+    check_output_path,
+    payload_sha256,
+    read_native,
+    sha256_file,
+)
 from encshield.checkpoints.safe_pickle import (
     METADATA_GLOBALS,
     safe_torch_load,
@@ -33,6 +39,7 @@ __all__ = [
     "CheckpointFormat",
     "ImportedWeights",
     "LoadedCheckpoint",
+    "check_output_path",
     "convert_checkpoint",
     "detect_format",
     "infer_architecture",

@@ -31,7 +31,12 @@ from encshield.checkpoints.formats import (
     Source,
     detect_format,
 )
-from encshield.checkpoints.native import read_native, sha256_file, write_native
+from encshield.checkpoints.native import (
+    check_output_path,
+    read_native,
+    sha256_file,
+    write_native,
+)
 from encshield.checkpoints.safe_pickle import safe_torch_load, sniff_container
 from encshield.errors import CheckpointError, CheckpointKeyError, ChecksumMismatchError, ConfigError
 from encshield.models.encoder import Encoder, Provenance, build_encoder, normalize_input_size
@@ -268,6 +273,8 @@ def load_encoder(
         CheckpointError: unreadable, corrupt or unrecognised file.
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file; give the file's path")
     if not p.is_file():
         raise CheckpointError(f"checkpoint file not found: {p}")
     digest = sha256_file(p)
@@ -476,6 +483,7 @@ def convert_checkpoint(
     Returns:
         the sha256 of ``dst``.
     """
+    check_output_path(dst)  # before the (possibly long) load: refuse a folder or read-only path
     loaded = load_encoder(src, **overrides)
     return save_encoder(
         loaded.encoder,
