@@ -38,6 +38,7 @@ from encshield.checkpoints.native import (
     write_native,
 )
 from encshield.checkpoints.safe_pickle import safe_torch_load, sniff_container
+from encshield.checkpoints.validation import check_finite
 from encshield.errors import CheckpointError, CheckpointKeyError, ChecksumMismatchError, ConfigError
 from encshield.models.encoder import Encoder, Provenance, build_encoder, normalize_input_size
 from encshield.models.normalization import Normalization, build_normalization
@@ -270,7 +271,7 @@ def load_encoder(
         ChecksumMismatchError: file or payload hash mismatch.
         UnsafeCheckpointError: a pickle that would run code (nothing was executed).
         CheckpointKeyError: unknown/missing keys or shape mismatches (listed).
-        CheckpointError: unreadable, corrupt or unrecognised file.
+        CheckpointError: unreadable, corrupt or unrecognised file; NaN or infinite weights.
     """
     p = Path(path)
     if p.is_dir():
@@ -282,6 +283,10 @@ def load_encoder(
     source = _read_source(p)
     fmt: CheckpointFormat = detect_format(source) if format == "auto" else FORMATS.get(format)
     imported = fmt.extract(source)
+    loaded_tensors = dict(imported.backbone)
+    loaded_tensors.update({f"surrogate_head.{k}": v
+                           for k, v in (imported.surrogate_head or {}).items()})
+    check_finite(loaded_tensors, f"checkpoint {p}")
     encoder, head = _assemble(
         imported, fmt, p, arch=arch, width=width, stem=stem, normalization=normalization,
         input_size=input_size, ssl_method=ssl_method, pretrain_data=pretrain_data, sha256=digest,

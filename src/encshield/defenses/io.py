@@ -19,6 +19,7 @@ from torch import nn
 
 import encshield
 from encshield.checkpoints.native import read_native, write_native
+from encshield.checkpoints.validation import check_finite
 from encshield.errors import CheckpointError, ConfigError
 from encshield.models import Classifier, MLPClassifier, Provenance, build_encoder
 from encshield.models.resnet import ResNet
@@ -89,10 +90,12 @@ def load_classifier(
 ) -> tuple[Classifier, dict[str, Any]]:
     """Read a file written by :func:`save_classifier`: ``(classifier in eval mode, metadata)``.
 
-    ``metadata["record"]`` is the defense record. Keys are fitted strictly.
+    ``metadata["record"]`` is the defense record. Keys are fitted strictly; the weights must be
+    finite.
 
     Raises:
-        CheckpointError: not a classifier checkpoint, unknown head type, or mismatching keys.
+        CheckpointError: not a classifier checkpoint, unknown head type, NaN/inf weights, or
+            mismatching keys.
         ChecksumMismatchError: the tensors do not match the recorded payload sha256.
     """
     tensors, meta = read_native(path)
@@ -101,6 +104,7 @@ def load_classifier(
             f"{path} is not an encshield classifier checkpoint (kind "
             f"{None if not meta else meta.get('kind')!r}; expected 'classifier')"
         )
+    check_finite(tensors, f"classifier checkpoint {path}")
     prov = Provenance.from_dict(meta.get("provenance") or {})
     encoder = build_encoder(meta["architecture"], int(meta["width"]), meta["stem"],
                             meta["normalization"], meta["input_size"])
