@@ -7,6 +7,10 @@
 * Pickles are read only with ``torch.load(weights_only=True)``; metadata classes from a short
   allowlist become inert stubs; anything else is refused with
   :class:`encshield.errors.UnsafeCheckpointError` (see :mod:`encshield.checkpoints.safe_pickle`).
+* Before weights are trusted (:mod:`encshield.checkpoints.validation`): zip archives are checked
+  against their CRC-32s, NaN/inf weights are refused, encshield metadata is type- and
+  range-checked, and keys and shapes are compared on the ``meta`` device before a model is
+  allocated.
 """
 
 from encshield.checkpoints.api import (
