@@ -20,9 +20,11 @@ from encshield.models import (
     Normalization,
     ProjectionMLP,
     Provenance,
+    MAX_WIDTH,
     build_backbone,
     build_encoder,
     build_head,
+    check_width,
 )
 
 # torchvision's resnet18 parameter names (named_parameters order), without fc.*
@@ -152,6 +154,25 @@ def test_unknown_names_raise_config_error() -> None:
         build_backbone("resnet18", 8, "weird")
     with pytest.raises(ConfigError):
         build_encoder("resnet18", 8, "cifar", "no-such-normalisation")
+
+
+@pytest.mark.parametrize("width", [0, -1, MAX_WIDTH + 1, 10**9, True, 2.5, "16", None])
+def test_width_is_bounded_before_allocating(width: object) -> None:
+    """An absurd width used to try to allocate it (a traceback from the allocator for 10**9);
+    now a one-line ConfigError names the allowed range before any tensor exists."""
+    with pytest.raises(ConfigError, match=rf"width must be an integer in 1\.\.{MAX_WIDTH}") as info:
+        build_backbone("resnet18", width)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"--width must be"):
+        check_width(width, "--width")
+
+
+def test_width_accepts_integer_types() -> None:
+    import numpy as np
+
+    assert check_width(np.int64(16)) == 16 and type(check_width(np.int64(16))) is int
+    assert check_width(MAX_WIDTH) == MAX_WIDTH
+    assert build_backbone("resnet18", np.int64(2)).width == 2  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- normalisation

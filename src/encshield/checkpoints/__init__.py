@@ -7,6 +7,10 @@
 * Pickles are read only with ``torch.load(weights_only=True)``; metadata classes from a short
   allowlist become inert stubs; anything else is refused with
   :class:`encshield.errors.UnsafeCheckpointError` (see :mod:`encshield.checkpoints.safe_pickle`).
+* Before weights are trusted (:mod:`encshield.checkpoints.validation`): zip archives are checked
+  against their CRC-32s, NaN/inf weights are refused, encshield metadata is type- and
+  range-checked, and keys and shapes are compared on the ``meta`` device before a model is
+  allocated.
 """
 
 from encshield.checkpoints.api import (
@@ -18,7 +22,13 @@ from encshield.checkpoints.api import (
     save_encoder,
 )
 from encshield.checkpoints.formats import FORMATS, CheckpointFormat, ImportedWeights, detect_format
-from encshield.checkpoints.native import FORMAT_VERSION, payload_sha256, read_native, sha256_file
+from encshield.checkpoints.native import (
+    FORMAT_VERSION,
+    check_output_path,
+    payload_sha256,
+    read_native,
+    sha256_file,
+)
 from encshield.checkpoints.safe_pickle import (
     METADATA_GLOBALS,
     safe_torch_load,
@@ -33,6 +43,7 @@ __all__ = [
     "CheckpointFormat",
     "ImportedWeights",
     "LoadedCheckpoint",
+    "check_output_path",
     "convert_checkpoint",
     "detect_format",
     "infer_architecture",

@@ -31,12 +31,18 @@ from encshield.checkpoints.formats import (
     Source,
     detect_format,
 )
-from encshield.checkpoints.native import read_native, sha256_file, write_native
+from encshield.checkpoints.native import (
+    check_output_path,
+    read_native,
+    sha256_file,
+    write_native,
+)
 from encshield.checkpoints.safe_pickle import safe_torch_load, sniff_container
+from encshield.checkpoints.validation import check_finite, check_state_shapes, meta_state_shapes
 from encshield.errors import CheckpointError, CheckpointKeyError, ChecksumMismatchError, ConfigError
 from encshield.models.encoder import Encoder, Provenance, build_encoder, normalize_input_size
 from encshield.models.normalization import Normalization, build_normalization
-from encshield.models.resnet import ARCHITECTURES, STEMS, ResNet
+from encshield.models.resnet import ARCHITECTURES, STEMS, ResNet, build_backbone, check_width
 
 __all__ = [
     "LoadedCheckpoint",
@@ -47,8 +53,6 @@ __all__ = [
     "save_encoder",
 ]
 
-#: how many keys an error message lists per category
-MAX_LISTED_KEYS = 20
 #: default stem per conv1 kernel size
 DEFAULT_STEM_FOR_KERNEL = {3: "cifar", 7: "imagenet"}
 #: default nominal input size per stem
@@ -131,48 +135,22 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------
 
 
-def _list(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:MAX_LISTED_KEYS])
-    if len(keys) > MAX_LISTED_KEYS:
-        shown += f", ... ({len(keys) - MAX_LISTED_KEYS} more)"
-    return shown
-
-
-def _fit(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, hint: str) -> list[str]:
+def _fit(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    what: str,
+    hint: str,
+    filled: list[str] | None = None,
+) -> list[str]:
     """Load ``state`` into ``module`` strictly; returns keys that were filled with defaults.
 
     Only ``*.num_batches_tracked`` may be absent (old torchvision files lack it): it is set to 0.
+    ``filled`` (from an earlier :func:`check_state_shapes` of the same state) skips the check.
     """
     expected = module.state_dict()
-    unknown = sorted(k for k in state if k not in expected)
-    missing = sorted(k for k in expected if k not in state)
-    filled = [k for k in missing if k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if unknown or missing:
-        parts = [f"{what} does not fit the model:"]
-        if unknown:
-            parts.append(
-                f"{len(unknown)} unknown key(s) (in the checkpoint, not in the model): "
-                f"{_list(unknown)}"
-            )
-        if missing:
-            parts.append(
-                f"{len(missing)} missing key(s) (in the model, not in the checkpoint): "
-                f"{_list(missing)}"
-            )
-        raise CheckpointKeyError("\n  ".join(parts) + f"\n  {hint}")
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(state)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if mismatched:
-        raise CheckpointKeyError(
-            f"{what} does not fit the model: {len(mismatched)} shape mismatch(es): "
-            + "; ".join(mismatched[:MAX_LISTED_KEYS])
-            + (" ..." if len(mismatched) > MAX_LISTED_KEYS else "")
-            + f"\n  {hint}"
-        )
+    if filled is None:
+        shapes = {k: tuple(v.shape) for k, v in expected.items()}
+        filled = check_state_shapes(shapes, state, what, hint)
     full = dict(state)
     for key in filled:
         full[key] = torch.zeros_like(expected[key])
@@ -196,7 +174,7 @@ def _build_surrogate_head(
             f"feature_dim is {feature_dim} (expected ({weight.shape[0]}, {feature_dim}))"
         )
     linear = nn.Linear(int(weight.shape[1]), int(weight.shape[0]), bias="bias" in head)
-    _fit(linear, head, f"surrogate head of {path}", "")
+    _fit(linear, head, f"surrogate head of {path}", "re-export the checkpoint")
     return linear.eval()
 
 
@@ -264,10 +242,15 @@ def load_encoder(
     Raises:
         ChecksumMismatchError: file or payload hash mismatch.
         UnsafeCheckpointError: a pickle that would run code (nothing was executed).
-        CheckpointKeyError: unknown/missing keys or shape mismatches (listed).
-        CheckpointError: unreadable, corrupt or unrecognised file.
+        CheckpointKeyError: unknown/missing keys or shape mismatches (listed), checked before
+            the model is allocated.
+        CheckpointError: unreadable, corrupt or unrecognised file; invalid metadata; NaN or
+            infinite weights.
+        ConfigError: an override out of range (``width`` outside ``1..MAX_WIDTH``...).
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file; give the file's path")
     if not p.is_file():
         raise CheckpointError(f"checkpoint file not found: {p}")
     digest = sha256_file(p)
@@ -275,6 +258,10 @@ def load_encoder(
     source = _read_source(p)
     fmt: CheckpointFormat = detect_format(source) if format == "auto" else FORMATS.get(format)
     imported = fmt.extract(source)
+    loaded_tensors = dict(imported.backbone)
+    loaded_tensors.update({f"surrogate_head.{k}": v
+                           for k, v in (imported.surrogate_head or {}).items()})
+    check_finite(loaded_tensors, f"checkpoint {p}")
     encoder, head = _assemble(
         imported, fmt, p, arch=arch, width=width, stem=stem, normalization=normalization,
         input_size=input_size, ssl_method=ssl_method, pretrain_data=pretrain_data, sha256=digest,
@@ -313,7 +300,12 @@ def _assemble(
     if arch_hint is None or width_hint is None:
         inferred = infer_architecture(imported.backbone)
     arch_name = ARCHITECTURES.canonical(arch_hint or inferred["arch"])
-    width_val = int(width_hint if width_hint is not None else inferred["width"])
+    if width is not None:
+        width_val, width_source = check_width(width, "width (--width)"), "width=/--width"
+    elif imported.width is not None:
+        width_val, width_source = int(imported.width), "the file's metadata"
+    else:
+        width_val, width_source = int(inferred["width"]), "conv1.weight"
     if stem is not None or imported.stem is not None:
         stem_name = STEMS.canonical(stem or imported.stem)  # type: ignore[arg-type]
     elif kernel in DEFAULT_STEM_FOR_KERNEL:
@@ -350,6 +342,26 @@ def _assemble(
     for key in ("epoch", "global_step"):
         if key in imported.metadata and key not in extra:
             extra[key] = imported.metadata[key]
+    described = f"checkpoint {path} ({fmt.name})"
+    hint = (
+        f"model: {arch_name}, width {width_val}, stem {stem_name!r}. Check arch/width/stem "
+        f"(--arch/--width/--stem) or the format (--format; detected {fmt.name!r})."
+    )
+    # shapes first, on the meta device: nothing is allocated for a model the tensors do not fit
+    if conv1 is not None and has_conv1 and int(conv1.shape[0]) != width_val:
+        model_kernel = STEMS.get(stem_name).kernel_size
+        model_conv1 = (width_val, size[0], model_kernel, model_kernel)
+        raise CheckpointKeyError(
+            f"{described} does not fit the model: width {width_val} (from {width_source}) "
+            f"disagrees with the tensors: conv1.weight: checkpoint {tuple(conv1.shape)} vs model "
+            f"{model_conv1}; {hint}"
+        )
+    filled = check_state_shapes(
+        meta_state_shapes(
+            lambda: build_backbone(arch_name, width_val, stem_name, in_channels=size[0])
+        ),
+        imported.backbone, described, hint,
+    )
     encoder = build_encoder(
         arch_name,
         width_val,
@@ -365,12 +377,7 @@ def _assemble(
         config_hash=imported.config_hash or (stored.config_hash if stored else None),
         extra=extra,
     )
-    described = f"checkpoint {path} ({fmt.name})"
-    hint = (
-        f"model: {arch_name}, width {width_val}, stem {stem_name!r}. Check arch/width/stem "
-        f"(--arch/--width/--stem) or the format (--format; detected {fmt.name!r})."
-    )
-    _fit(encoder.backbone, imported.backbone, described, hint)
+    _fit(encoder.backbone, imported.backbone, described, hint, filled)
     head = (
         _build_surrogate_head(imported.surrogate_head, encoder.feature_dim, path)
         if imported.surrogate_head
@@ -476,6 +483,7 @@ def convert_checkpoint(
     Returns:
         the sha256 of ``dst``.
     """
+    check_output_path(dst)  # before the (possibly long) load: refuse a folder or read-only path
     loaded = load_encoder(src, **overrides)
     return save_encoder(
         loaded.encoder,

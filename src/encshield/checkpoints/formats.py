@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from encshield.checkpoints.safe_pickle import to_plain
+from encshield.checkpoints.validation import validate_metadata
 from encshield.errors import CheckpointError
 from encshield.registry import Registry
 
@@ -191,6 +192,7 @@ class EncshieldFormat(CheckpointFormat):
                 f"{source.path} has encshield format version {version!r}; this encshield reads "
                 f"versions <= {FORMAT_VERSION}: upgrade encshield"
             )
+        validate_metadata(meta, source.path, kind="encoder")
         tensors = dict(source.obj)
         head = _split_head(tensors, "surrogate_head.")
         backbone = {

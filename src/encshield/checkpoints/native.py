@@ -11,11 +11,15 @@ Layout of a file:
   sha256 over the tensors (names, dtypes, shapes and bytes in sorted-name order) that is
   verified on every load.
 
-Files are written atomically (temporary file in the same folder, then ``os.replace``).
+Files are written atomically (temporary file in the same folder, then ``os.replace``); an
+output path that cannot be written (a folder, a file where a folder should be, a read-only
+folder) is refused with one line before anything is written, and a failed write leaves nothing
+behind (no temporary file, no folder it created).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +35,7 @@ from encshield.errors import CheckpointError, ChecksumMismatchError
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_KEY",
+    "check_output_path",
     "payload_sha256",
     "read_native",
     "sha256_file",
@@ -79,6 +84,63 @@ def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` after checking a file can be written there.
+
+    Nothing is created. Missing parent folders are fine (:func:`write_native` creates them).
+
+    Raises:
+        CheckpointError: the path names a folder (exists as one, or ends with a separator), a
+            parent is a file, or the nearest existing parent folder is not writable.
+    """
+    text = os.fspath(path)
+    dst = Path(text)
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if not text or text.endswith(separators) or dst.is_dir():
+        raise CheckpointError(
+            f"output path {text!r} is a folder; give a file name, e.g. "
+            f"{str(Path(text or '.') / 'encoder.safetensors')!r}"
+        )
+    ancestor = dst.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CheckpointError(
+            f"cannot write {dst}: {ancestor} is a file, not a folder; choose another output path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"cannot write {dst}: folder {ancestor} is not writable; choose another output path "
+            "or fix the folder's permissions"
+        )
+    return dst
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the ones this call made, deepest first."""
+    missing: list[Path] = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made: list[Path] = []
+    for candidate in reversed(missing):
+        try:
+            candidate.mkdir()
+        except FileExistsError:  # made meanwhile by another writer: not ours to remove
+            continue
+        made.append(candidate)
+    return made[::-1]
+
+
+def _discard(tmp: Path, created: list[Path]) -> None:
+    """Remove a temporary file and the (still empty) folders a failed write created."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+    for folder in created:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def write_native(
     path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
 ) -> str:
@@ -87,10 +149,10 @@ def write_native(
     ``payload_sha256`` and ``format_version`` are added to the metadata. Returns the sha256 of the
     written file.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst = check_output_path(path)
     # safetensors refuses shared or non-contiguous storage: give each tensor its own copy.
     payload = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
     meta = dict(metadata)
@@ -103,12 +165,19 @@ def write_native(
             f"checkpoint metadata for {dst} is not JSON-serialisable: {error}"
         ) from None
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
+    created: list[Path] = []
     try:
+        created = _make_parents(dst.parent)
         save_file(payload, str(tmp), metadata={METADATA_KEY: text})
         os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except (OSError, SafetensorError) as error:
+        _discard(tmp, created)
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        detail = " ".join(detail.split())  # one line, whatever the library said
+        raise CheckpointError(f"cannot write {dst}: {detail}; choose another output path") from None
+    except BaseException:
+        _discard(tmp, created)
+        raise
     return sha256_file(dst)
 
 

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from encshield.checkpoints.validation import verify_zip_archive
 from encshield.errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = [
@@ -285,10 +286,14 @@ def safe_torch_load(
     Raises:
         UnsafeCheckpointError: the pickle would import/call a global outside the allowlists
             (names the file and the global; nothing was executed).
+        ChecksumMismatchError: a member of a zip archive fails its CRC-32 check (torch's reader
+            does not check them; flipped bytes inside a tensor would otherwise load).
         CheckpointError: truncated, corrupt or otherwise unreadable file (names the file).
     """
     p = Path(path)
-    sniff_container(p)  # existence / emptiness / signature with a clear message
+    # existence / emptiness / signature with a clear message
+    if sniff_container(p) == "torch-zip":
+        verify_zip_archive(p)
     names = (*METADATA_GLOBALS, *extra_metadata_globals)
     pairs = _stub_pairs(names)
     try:

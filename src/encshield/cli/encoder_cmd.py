@@ -32,7 +32,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
                         help=f"architecture ({', '.join(ARCHITECTURES.names())}); "
                         "default: inferred")
     parser.add_argument("--width", type=int, default=None,
-                        help="channels of the first stage; default: inferred")
+                        help="channels of the first stage (1..512); default: inferred")
     parser.add_argument("--stem", default=None,
                         help=f"stem preset ({', '.join(STEMS.names())}); "
                         "default: from conv1's kernel")
@@ -108,13 +108,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     import torch
 
-    from encshield.checkpoints import inspect_checkpoint, save_encoder
-    from encshield.models import build_encoder
+    from encshield.checkpoints import check_output_path, inspect_checkpoint, save_encoder
+    from encshield.models import build_encoder, check_width
 
+    # refuse a bad output path or width before allocating anything
+    check_output_path(args.out)
+    width = check_width(args.width, "--width")
     torch.manual_seed(args.seed)
     encoder = build_encoder(
         args.arch,
-        args.width,
+        width,
         args.stem,
         args.normalization,
         args.input_size,
@@ -128,7 +131,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(json.dumps(inspect_checkpoint(args.out), indent=2, sort_keys=True))
     else:
         print(
-            f"wrote {args.out} ({encoder.provenance.arch}, width {args.width}, stem {args.stem}, "
+            f"wrote {args.out} ({encoder.provenance.arch}, width {width}, stem {args.stem}, "
             f"feature_dim {encoder.feature_dim}, seed {args.seed}; sha256 {digest})"
         )
     return 0
@@ -168,7 +171,8 @@ def register(subparsers: Any) -> None:
     build.add_argument("out", metavar="OUT", help="output .safetensors file")
     build.add_argument("--arch", default="resnet18",
                        help=f"architecture ({', '.join(ARCHITECTURES.names())}); default resnet18")
-    build.add_argument("--width", type=int, default=64, help="channels of the first stage (64)")
+    build.add_argument("--width", type=int, default=64,
+                       help="channels of the first stage, 1..512 (64)")
     build.add_argument("--stem", default="cifar",
                        help=f"stem preset ({', '.join(STEMS.names())}); default cifar")
     build.add_argument("--normalization", default="cifar10",

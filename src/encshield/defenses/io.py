@@ -18,9 +18,16 @@ from torch import nn
 
 import encshield
 from encshield.checkpoints.native import read_native, write_native
+from encshield.checkpoints.validation import (
+    check_finite,
+    check_state_shapes,
+    meta_state_shapes,
+    validate_metadata,
+)
 from encshield.errors import CheckpointError, ConfigError
 from encshield.models import Classifier, MLPClassifier, Provenance, build_encoder
-from encshield.models.resnet import ResNet
+from encshield.models.encoder import normalize_input_size
+from encshield.models.resnet import ARCHITECTURES, ResNet, build_backbone
 from encshield.provenance import to_jsonable
 from encshield.records import DefenseRecord
 
@@ -87,10 +94,13 @@ def load_classifier(
 ) -> tuple[Classifier, dict[str, Any]]:
     """Read a file written by :func:`save_classifier`: ``(classifier in eval mode, metadata)``.
 
-    ``metadata["record"]`` is the defense record. Keys are fitted strictly.
+    ``metadata["record"]`` is the defense record. The metadata's types and ranges are checked,
+    the weights must be finite, and keys and shapes are compared with the recorded model on the
+    ``meta`` device before the model is allocated.
 
     Raises:
-        CheckpointError: not a classifier checkpoint, unknown head type, or mismatching keys.
+        CheckpointError: not a classifier checkpoint, invalid metadata, NaN/inf weights, or
+            tensors that do not fit the recorded model (one line each).
         ChecksumMismatchError: the tensors do not match the recorded payload sha256.
     """
     tensors, meta = read_native(path)
@@ -99,22 +109,32 @@ def load_classifier(
             f"{path} is not an encshield classifier checkpoint (kind "
             f"{None if not meta else meta.get('kind')!r}; expected 'classifier')"
         )
-    prov = Provenance.from_dict(meta.get("provenance") or {})
-    encoder = build_encoder(meta["architecture"], int(meta["width"]), meta["stem"],
-                            meta["normalization"], meta["input_size"])
-    encoder.provenance = prov
-    head = _build_head(meta["head"])
-    backbone_state = {k[len("backbone."):]: v for k, v in tensors.items()
-                      if k.startswith("backbone.")}
-    head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-    other = sorted(set(tensors) - {f"backbone.{k}" for k in backbone_state}
-                   - {f"head.{k}" for k in head_state})
-    if other:
-        raise CheckpointError(f"{path}: unexpected tensors {other[:10]}")
-    try:
-        encoder.backbone.load_state_dict(backbone_state, strict=True)
-        head.load_state_dict(head_state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the recorded model: {error}") from None
-    classifier = Classifier(encoder, head).to(device).eval()
-    return classifier, meta
+    validate_metadata(meta, path, kind="classifier")
+    arch, width, stem = meta["architecture"], int(meta["width"]), meta["stem"]
+    size = normalize_input_size(meta["input_size"])
+    feature_dim = ARCHITECTURES.get(arch).feature_dim(width)
+    if int(meta["head"]["in_dim"]) != feature_dim:
+        raise CheckpointError(
+            f"invalid metadata in {path}: field 'head' expects {meta['head']['in_dim']} "
+            f"features, but a {arch} of width {width} has {feature_dim}; the metadata was "
+            "edited or damaged: re-create the file with encshield"
+        )
+    check_finite(tensors, f"classifier checkpoint {path}")
+    # keys and shapes on the meta device first: nothing is allocated for absurd metadata
+    expected = {
+        f"backbone.{k}": v for k, v in meta_state_shapes(
+            lambda: build_backbone(arch, width, stem, in_channels=size[0])).items()
+    }
+    expected.update({f"head.{k}": v
+                     for k, v in meta_state_shapes(lambda: _build_head(meta["head"])).items()})
+    filled = check_state_shapes(expected, tensors, f"classifier checkpoint {path}",
+                                "the file does not match its own metadata: re-create it")
+    encoder = build_encoder(arch, width, stem, meta["normalization"], size)
+    encoder.provenance = Provenance.from_dict(meta.get("provenance") or {})
+    classifier = Classifier(encoder, _build_head(meta["head"]))
+    state = {("encoder." + k if k.startswith("backbone.") else k): v for k, v in tensors.items()}
+    model_state = classifier.state_dict()
+    for key in filled:
+        state["encoder." + key] = torch.zeros_like(model_state["encoder." + key])
+    classifier.load_state_dict(state, strict=True)
+    return classifier.to(device).eval(), meta

@@ -19,6 +19,7 @@ from encshield.models.normalization import (
 )
 from encshield.models.resnet import (
     ARCHITECTURES,
+    MAX_WIDTH,
     STEMS,
     ArchitectureSpec,
     BasicBlock,
@@ -26,11 +27,13 @@ from encshield.models.resnet import (
     ResNet,
     StemSpec,
     build_backbone,
+    check_width,
 )
 
 __all__ = [
     "ARCHITECTURES",
     "HEADS",
+    "MAX_WIDTH",
     "NORMALIZATIONS",
     "OUTPUT_LAYER",
     "STEMS",
@@ -50,4 +53,5 @@ __all__ = [
     "build_encoder",
     "build_head",
     "build_normalization",
+    "check_width",
 ]

@@ -20,6 +20,7 @@ This file is an independent implementation; only the *names* follow torchvision.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,7 @@ from encshield.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",
+    "MAX_WIDTH",
     "STEMS",
     "ArchitectureSpec",
     "BasicBlock",
@@ -37,7 +39,34 @@ __all__ = [
     "ResNet",
     "StemSpec",
     "build_backbone",
+    "check_width",
 ]
+
+#: Largest ``width`` accepted: 8x the standard 64 (SimCLR's widest ResNet-50 is 4x = 256). A
+#: ResNet-50 at this width already holds 1.5 billion parameters (6 GB of float32).
+MAX_WIDTH = 512
+
+
+def check_width(width: object, name: str = "width") -> int:
+    """``width`` as an int after checking it is an integer in ``1..MAX_WIDTH``.
+
+    Args:
+        width: the requested channels of the first stage.
+        name: how the value is called in the message (``--width``, a metadata field...).
+
+    Raises:
+        ConfigError: not an integer (bools are refused too) or outside ``1..MAX_WIDTH``.
+    """
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, numbers.Integral)
+        or not 1 <= int(width) <= MAX_WIDTH
+    ):
+        raise ConfigError(
+            f"{name} must be an integer in 1..{MAX_WIDTH} (channels of the first stage: 64 is "
+            f"the standard ResNet, 16 the tiny tier), got {width!r}"
+        )
+    return int(width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,11 +249,9 @@ class ResNet(nn.Module):
         super().__init__()
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ConfigError(f"layers must be four positive block counts, got {list(layers)}")
-        if int(width) < 1:
-            raise ConfigError(f"width must be a positive number of channels, got {width}")
         self.stem_name = STEMS.canonical(stem)
         spec = STEMS.get(stem)
-        self.width = int(width)
+        self.width = check_width(width)
         self.block = block
         self.layers_spec = tuple(int(n) for n in layers)
         self.in_channels = in_channels
