@@ -16,6 +16,7 @@ import yaml
 
 from encshield.bench import ResultsStore, expand, load_bench_config, run_bench, validate_bench
 from encshield.checkpoints import save_encoder
+from encshield.cli import main
 from encshield.errors import ConfigError
 from encshield.models import build_encoder
 
@@ -189,3 +190,69 @@ def test_shipped_bench_configs_validate(path: Path) -> None:
     config = load_bench_config(path)
     validate_bench(config, check_files=False)
     assert expand(config, {spec: {"spec": spec, "sha256": "0" * 64} for spec in config.encoders})
+
+
+# ------------------------------------------------------------------- hostile configs and stores
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("encshield: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def _write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"attacks": [{"name": "random_noise", "label": "../../../victim"}]}, "attacks.0.label"),
+    ({"attacks": [{"name": "random_noise", "label": "ATTACKER_ABS/victim"}]}, "attacks.0.label"),
+    ({"defenses": [{"name": "none", "label": "../../victim"}]}, "defenses.0.label"),
+    ({"name": "../../victim"}, "name"),
+    ({"name": ".."}, "name"),
+])
+def test_names_from_a_config_are_never_paths(
+        smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], change: dict, field: str) -> None:
+    victim = tmp_path / "victim.safetensors"  # what '../../../victim' reached from attacks/<id>/
+    victim.write_bytes(b"an encoder that must survive")
+    change = yaml.safe_load(yaml.safe_dump(change).replace("ATTACKER_ABS", str(tmp_path)))
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder, **change))
+    db = tmp_path / "out" / "r.db"
+    assert main(["bench", "--config", str(config), "--output", str(db), "--check"]) == 2
+    assert f"{field}: " in _one_line_error(capsys)
+    assert main(["bench", "--config", str(config), "--output", str(db), "--no-progress"]) == 2
+    assert "names and labels become file names" in _one_line_error(capsys)
+    assert victim.read_bytes() == b"an encoder that must survive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "victim.safetensors"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"datasets": [{"name": "cifar10", "train_split": "train[abc]"}]},
+     "datasets[0].train_split: split 'train[abc]': expected NAME or NAME[START:STOP]"),
+    ({"datasets": [{"name": "cifar10", "test_split": "tset"}]},
+     "datasets[0].test_split: unknown split 'tset'"),
+    ({"surrogate": {"dataset": "cifar10", "split": "test[100:50]"}}, "surrogate.split"),
+    ({"device": "gpu"}, "device: 'gpu' is not allowed; allowed values: cpu, cuda"),
+    ({"seeds": [0, 2**64]}, "seeds: seed 18446744073709551616 is out of range"),
+    ({"attack_seed": 2**63}, "attack_seed"),
+    ({"defenses": [{"name": "none", "set": {"epochs": 1, "lr": float("inf")}}]},
+     "defenses[0].set.lr: inf is not a finite number"),
+    ({"eps": [0.04, 0.0400000001]}, "eps: budgets"),
+    ({"whitebox": ["pgd:eps=8/255,steps=2", "pgd:eps=8/255,steps=2"]}, "attack rows"),
+    ({"attacks": [{"name": "random_noise", "label": "clean"}]}, "attack rows ['clean'] repeat"),
+    ({"datasets": ["cifar10", "cifar-10"]}, "datasets: 'cifar10' is listed twice"),
+])
+def test_check_refuses_what_the_run_would_refuse_after_work(
+        smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], change: dict, expected: str) -> None:
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder, **change))
+    assert main(["bench", "--config", str(config), "--output", str(tmp_path / "r.db"),
+                 "--check"]) == 2
+    err = _one_line_error(capsys)
+    assert expected in err, err
+    with pytest.raises(ConfigError):
+        run_bench(load_bench_config(config), tmp_path / "r.db", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml"]
