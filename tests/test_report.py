@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -503,6 +504,45 @@ def test_read_only_folders_and_permission_problems(db: Path, shared_dir: Path) -
     assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
     for result in (done, refused):
         assert "Traceback" not in result.stderr and result.stderr.count("\n") <= 1
+
+
+def _hostile_store(path: Path, label: str, png: str) -> None:
+    """A store whose strings (from an old version or the Python API) are Markdown/HTML."""
+    with ResultsStore(path) as store:
+        store.set_meta("config", {"name": f"{label} report"})
+        params = {"encoder": {"spec": f"zoo:{label}"}, "attack": "uap", "row": label, "eps": 0.04}
+        store.add(_cell("attack0", "attack", f"fit {label}", params, {"row": label},
+                        {"png": {"path": png, "sha256": "x"}}))
+        rows = [dict(r, cell_id="eval0", encoder=f"zoo:{label}", dataset=label, defense=label,
+                     row=label if r["row"] == "uap@4" else r["row"])
+                for r in _metric_rows("eval0", "none", 0) if r["row"] in ("clean", "uap@4")]
+        store.add(_cell("eval0", "evaluate", f"evaluate {label}", {}, {}), rows)
+
+
+def _bare(text: str) -> str:
+    """``text`` without code spans (shown literally) and backslash-escaped characters."""
+    return re.sub(r"\\.", "", re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", text))
+
+
+@pytest.mark.parametrize("label", ["a|b", "# x", "<script>alert(1)</script>", "`x` *y* [z](j:)"])
+def test_markdown_escapes_every_string_from_the_store(tmp_path: Path, label: str) -> None:
+    secret = tmp_path / "secret.png"  # outside the store: never read into a report
+    _png(secret, 0)
+    _hostile_store(tmp_path / "r.db", label, "../../secret.png")
+    text = write_report(tmp_path / "r.db", tmp_path / "out", formats=["md"])["md"].read_text()
+    assert "<script" not in text and "secret.png" in text.split("Missing image files")[1]
+    assert not list((tmp_path / "out" / "images").iterdir())  # listed as missing, not copied
+    columns = 0
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            columns = 0  # the next table starts with its header row
+            if not line.startswith("!["):  # headings and paragraphs: nothing unescaped
+                assert not set(_bare(line.lstrip("#"))) & set("<>`*[]#|"), line
+            continue
+        cells = re.split(r"(?<!\\)\|", line)[1:-1]  # a table keeps its columns
+        columns = columns or len(cells)
+        assert len(cells) == columns, line
+        assert not any(set(_bare(c)) & set("<>`*[]#") for c in cells), line
 
 
 # ---------------------------------------------------------------------------------- browser
