@@ -30,6 +30,7 @@ numbers stored as ``null``).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -245,7 +246,7 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.artifacts = artifacts_dir(self.path)
-        self._lock: int | None = None
+        self._lock: io.FileIO | None = None
         kind = inspect_store(self.path)  # read-only, before anything is written
         if readonly:
             if kind == "new":
@@ -292,34 +293,35 @@ class ResultsStore:
                               "--output") from None
         _check_writable(self.path)
 
-    def _acquire_lock(self) -> int | None:
-        """An exclusive ``flock`` on ``<artifacts>/.lock``, held until :meth:`close` (released by
-        the kernel if the process dies); ``ConfigError`` at once if another process holds it."""
+    def _acquire_lock(self) -> io.FileIO | None:
+        """An exclusive ``flock`` on ``<artifacts>/.lock``, held until :meth:`close` or until
+        the store object is garbage-collected (released by the kernel if the process dies);
+        ``ConfigError`` at once if another process or store object holds it."""
         if fcntl is None:  # pragma: no cover - Windows
             return None
         lock = self.artifacts / ".lock"
         try:
             self.artifacts.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            handle = io.FileIO(lock, "a+")
         except OSError as error:
             raise ConfigError(f"cannot create the lock file {lock} of the results store: "
                               f"{(error.strerror or str(error)).lower()}; choose another "
                               "--output") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            os.close(fd)
+            holder = os.pread(handle.fileno(), 200, 0).decode("utf-8", "replace").strip()
+            handle.close()
             raise ConfigError(f"results store {self.path} is in use by another encshield run "
                               f"({holder or 'unknown process'}); wait for it to finish, or "
                               "choose another --output") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        return fd
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        return handle
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
 
     def _connect_writable(self) -> sqlite3.Connection:
