@@ -217,6 +217,7 @@ def _write_config(path: Path, raw: dict) -> Path:
 def test_names_from_a_config_are_never_paths(
         smoke_encoder: Path, shared_data: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], change: dict, field: str) -> None:
+    """Path-like names/labels: --check and the run refuse them, the victim file is unchanged."""
     victim = tmp_path / "victim.safetensors"  # what '../../../victim' reached from attacks/<id>/
     victim.write_bytes(b"an encoder that must survive")
     change = yaml.safe_load(yaml.safe_dump(change).replace("ATTACKER_ABS", str(tmp_path)))
@@ -249,6 +250,7 @@ def test_names_from_a_config_are_never_paths(
 def test_check_refuses_what_the_run_would_refuse_after_work(
         smoke_encoder: Path, shared_data: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], change: dict, expected: str) -> None:
+    """--check (and the run, before any work) refuse what used to fail only after work."""
     config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder, **change))
     assert main(["bench", "--config", str(config), "--output", str(tmp_path / "r.db"),
                  "--check"]) == 2
@@ -274,6 +276,7 @@ def _foreign_sqlite(path: Path, wal: bool) -> Path:
 def test_another_programs_file_is_refused_before_any_write(
         smoke_encoder: Path, shared_data: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """Another program's file as --output stays byte-identical, with nothing created next to it."""
     folder = tmp_path / "theirs"
     folder.mkdir()
     target = folder / "app.db"
@@ -293,6 +296,7 @@ def test_another_programs_file_is_refused_before_any_write(
 
 def test_a_second_writer_stops_at_once(smoke_encoder: Path, shared_data: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A second writer on a locked store stops at once with one line; close() releases the lock."""
     db = tmp_path / "r.db"
     config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder))
     with ResultsStore(db) as first:  # another run holds the store
@@ -309,6 +313,7 @@ def test_a_second_writer_stops_at_once(smoke_encoder: Path, shared_data: Path, t
 
 
 def test_stores_carry_an_id_and_legacy_stores_still_open(tmp_path: Path) -> None:
+    """New stores carry the application id; stores written before it still open."""
     from encshield.bench.store import APPLICATION_ID, SCHEMA_VERSION
 
     with ResultsStore(tmp_path / "new.db"):
@@ -333,6 +338,7 @@ def test_stores_carry_an_id_and_legacy_stores_still_open(tmp_path: Path) -> None
 
 
 def test_stored_json_is_strict(tmp_path: Path) -> None:
+    """Non-finite numbers are stored as null: every JSON column parses as standard JSON."""
     from encshield.bench.store import CellRecord
 
     with ResultsStore(tmp_path / "r.db") as store:
@@ -354,6 +360,7 @@ def test_stored_json_is_strict(tmp_path: Path) -> None:
 def test_an_unusable_output_path_is_one_line(smoke_encoder: Path, shared_data: Path,
                                              tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An --output under a file: one line for --check and the run, nothing created."""
     blocker = tmp_path / "file"
     blocker.write_text("a file where the output folder should be")
     config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder))

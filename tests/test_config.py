@@ -33,6 +33,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_alias_bombs_are_refused_at_once(tmp_path: Path) -> None:
+    """An alias bomb is refused in well under a second, by file and by --set."""
     path = tmp_path / "bomb.yaml"
     path.write_text(_bomb(4))  # 7**5 leaves when expanded (today's loader builds them all)
     started = time.perf_counter()
@@ -46,6 +47,7 @@ def test_alias_bombs_are_refused_at_once(tmp_path: Path) -> None:
 
 def test_the_bench_check_refuses_a_bomb_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench --check` on a bomb: exit 2, one line, no expansion."""
     path = tmp_path / "bomb.yaml"
     path.write_text("name: bomb\n" + _bomb(4))
     assert main(["bench", "--config", str(path), "--check"]) == 2
@@ -53,6 +55,7 @@ def test_the_bench_check_refuses_a_bomb_in_one_line(
 
 
 def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    """Deep nesting is a ConfigError, not a RecursionError; real nesting still loads."""
     path = tmp_path / "deep.yaml"
     path.write_text("a: " + "[" * 3000 + "]" * 3000 + "\n")
     with pytest.raises(ConfigError, match=f"nesting deeper than {MAX_DEPTH} levels"):
@@ -66,6 +69,7 @@ def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
 
 def test_a_non_utf8_config_is_one_line(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A Latin-1 config: one line naming the byte and the fix (API and CLI)."""
     path = tmp_path / "latin1.yaml"
     path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 9\)"):
@@ -84,6 +88,7 @@ def test_a_non_utf8_config_is_one_line(tmp_path: Path,
 ])
 def test_malformed_set_values_are_one_line_and_run_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, expected: str) -> None:
+    """Bad --set values: one line, exit 2, and a python/object tag runs nothing."""
     marker = tmp_path / "ran"
     item = "seeds=" + value.format(marker=marker)
     with pytest.raises(ConfigError, match=expected) as info:
@@ -97,6 +102,7 @@ def test_malformed_set_values_are_one_line_and_run_nothing(
 
 
 def test_non_finite_numbers_in_a_file_name_their_path(tmp_path: Path) -> None:
+    """``.inf`` deep in a file is refused with its dotted path."""
     path = tmp_path / "inf.yaml"
     path.write_text("defenses:\n  - name: pgd_at\n    set: {lr: .inf}\n")
     with pytest.raises(ConfigError, match=r"defenses\[0\]\.set\.lr: inf is not a finite number"):
@@ -104,6 +110,7 @@ def test_non_finite_numbers_in_a_file_name_their_path(tmp_path: Path) -> None:
 
 
 def test_oversized_fractions_are_config_errors() -> None:
+    """Fractions too long to parse or too large for a float are ConfigErrors."""
     with pytest.raises(ConfigError, match="too large"):
         parse_fractions({"eps": "9" * 5000 + "/255"})
     with pytest.raises(ConfigError, match="too large"):

@@ -432,6 +432,7 @@ def _copy(db: Path, folder: Path, name: str = "copy") -> Path:
 
 
 def test_report_reads_without_writing_and_any_file_name(db: Path, tmp_path: Path) -> None:
+    """'#', '?' and '%' in a store name are read right, and reporting leaves no -wal/-shm."""
     copy = _copy(db, tmp_path / "store", "a#b?c%20")  # '#', '?', '%' are data, not URI syntax
     before = sorted(p.name for p in copy.parent.iterdir())
     data = load_report(copy)
@@ -442,6 +443,7 @@ def test_report_reads_without_writing_and_any_file_name(db: Path, tmp_path: Path
 
 def test_a_damaged_page_is_one_line(db: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A store with damaged pages: one line, exit 2, no report folder."""
     copy = _copy(db, tmp_path)
     raw = bytearray(copy.read_bytes())
     for start in range(4096, len(raw), 4096):  # every page but the schema page
@@ -454,6 +456,7 @@ def test_a_damaged_page_is_one_line(db: Path, tmp_path: Path,
 
 def test_an_unwritable_report_folder_is_one_line(db: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A report file that cannot be written: one line, not a traceback."""
     (tmp_path / "out" / "report.md").mkdir(parents=True)  # where the file must go
     assert main(["report", str(db), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
     assert "cannot write the report to" in _one_line_error(capsys)
@@ -484,6 +487,7 @@ def _as_other_user(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_read_only_folders_and_permission_problems(db: Path, shared_dir: Path) -> None:
+    """As an unprivileged user: a store in a read-only folder is reported; denied access says so."""
     copy = _copy(db, shared_dir / "store")
     for path in (copy.parent, *copy.parent.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -526,6 +530,7 @@ def _bare(text: str) -> str:
 
 @pytest.mark.parametrize("label", ["a|b", "# x", "<script>alert(1)</script>", "`x` *y* [z](j:)"])
 def test_markdown_escapes_every_string_from_the_store(tmp_path: Path, label: str) -> None:
+    """Hostile store strings neither break tables nor inject markup; outside files stay unread."""
     secret = tmp_path / "secret.png"  # outside the store: never read into a report
     _png(secret, 0)
     _hostile_store(tmp_path / "r.db", label, "../../secret.png")

@@ -63,10 +63,12 @@ class _ConfigLoader(yaml.SafeLoader):
     """
 
     def __init__(self, stream: str) -> None:
+        """A loader for one document ``stream``."""
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """PyYAML's hook for every node: refuse aliases and nesting beyond :data:`MAX_DEPTH`."""
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(

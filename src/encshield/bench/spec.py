@@ -73,6 +73,7 @@ def check_name(value: str) -> str:
 
 
 def _check_seed(value: int) -> int:
+    """``value`` if it is a seed in 0 .. :data:`MAX_SEED`, else ``ValueError``."""
     if not 0 <= value <= MAX_SEED:
         raise ValueError(f"seed {value} is out of range (seeds must fit a signed 64-bit "
                          "integer); use a seed in 0 .. 2**63 - 1")
@@ -103,6 +104,7 @@ class NamedEntry(_Strict):
     @field_validator("name", "label")
     @classmethod
     def _safe_names(cls, value: str | None) -> str | None:
+        """The name and the optional label must be safe file names (:func:`check_name`)."""
         return None if value is None else check_name(value)
 
     @property
@@ -274,6 +276,7 @@ def _check_unique(config: BenchConfig, whitebox_rows: list[str]) -> None:
     from encshield.data.api import DATASETS
 
     def repeated(values: list[Any]) -> list[Any]:
+        """The items of ``values`` that already occurred earlier in it."""
         return [v for i, v in enumerate(values) if v in values[:i]]
 
     labels = [budget_label(eps) for eps in config.eps]

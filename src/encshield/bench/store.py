@@ -112,12 +112,15 @@ def _wal_pending(path: Path) -> bool:
 
 
 def _denied(path: Path, error: OSError | None = None) -> ConfigError:
+    """The one-line error for a store that may not be read or written."""
     why = (error.strerror if error is not None and error.strerror else "permission denied")
     return ConfigError(f"results store {path}: {why.lower()}; fix its permissions or use "
                        "another path")
 
 
 def _classify(db: sqlite3.Connection, path: Path) -> str:
+    """``"store"`` or ``"new"`` from the header fields and tables of an open SQLite file, else
+    ``ConfigError`` (another program's database, or a newer schema)."""
     app_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -320,6 +323,7 @@ class ResultsStore:
         return handle
 
     def _release_lock(self) -> None:
+        """Release the writer's lock (the ``.lock`` file stays, empty of meaning)."""
         if self._lock is not None:
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
@@ -378,6 +382,7 @@ class ResultsStore:
             raise self._failure(error, "read") from None
 
     def _decode(self, row: tuple[Any, ...]) -> CellRecord:
+        """A ``cells`` row as a :class:`CellRecord`; undecodable JSON means a damaged store."""
         try:
             return _record(row)
         except (ValueError, TypeError) as error:

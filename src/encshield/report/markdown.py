@@ -44,6 +44,7 @@ class Markup(str):
 
 
 def _one_line(value: object) -> str:
+    """``str(value)`` with line breaks as spaces (a break would end a table row or heading)."""
     return str(value).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
