@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import yaml
 
 from encshield.bench import ResultsStore, expand, load_bench_config, run_bench, validate_bench
 from encshield.checkpoints import save_encoder
+from encshield.cli import main
 from encshield.errors import ConfigError
 from encshield.models import build_encoder
 
@@ -189,3 +191,181 @@ def test_shipped_bench_configs_validate(path: Path) -> None:
     config = load_bench_config(path)
     validate_bench(config, check_files=False)
     assert expand(config, {spec: {"spec": spec, "sha256": "0" * 64} for spec in config.encoders})
+
+
+# ------------------------------------------------------------------- hostile configs and stores
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("encshield: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def _write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"attacks": [{"name": "random_noise", "label": "../../../victim"}]}, "attacks.0.label"),
+    ({"attacks": [{"name": "random_noise", "label": "ATTACKER_ABS/victim"}]}, "attacks.0.label"),
+    ({"defenses": [{"name": "none", "label": "../../victim"}]}, "defenses.0.label"),
+    ({"name": "../../victim"}, "name"),
+    ({"name": ".."}, "name"),
+])
+def test_names_from_a_config_are_never_paths(
+        smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], change: dict, field: str) -> None:
+    """Path-like names/labels: --check and the run refuse them, the victim file is unchanged."""
+    victim = tmp_path / "victim.safetensors"  # what '../../../victim' reached from attacks/<id>/
+    victim.write_bytes(b"an encoder that must survive")
+    change = yaml.safe_load(yaml.safe_dump(change).replace("ATTACKER_ABS", str(tmp_path)))
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder, **change))
+    db = tmp_path / "out" / "r.db"
+    assert main(["bench", "--config", str(config), "--output", str(db), "--check"]) == 2
+    assert f"{field}: " in _one_line_error(capsys)
+    assert main(["bench", "--config", str(config), "--output", str(db), "--no-progress"]) == 2
+    assert "names and labels become file names" in _one_line_error(capsys)
+    assert victim.read_bytes() == b"an encoder that must survive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "victim.safetensors"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"datasets": [{"name": "cifar10", "train_split": "train[abc]"}]},
+     "datasets[0].train_split: split 'train[abc]': expected NAME or NAME[START:STOP]"),
+    ({"datasets": [{"name": "cifar10", "test_split": "tset"}]},
+     "datasets[0].test_split: unknown split 'tset'"),
+    ({"surrogate": {"dataset": "cifar10", "split": "test[100:50]"}}, "surrogate.split"),
+    ({"device": "gpu"}, "device: 'gpu' is not allowed; allowed values: cpu, cuda"),
+    ({"seeds": [0, 2**64]}, "seeds: seed 18446744073709551616 is out of range"),
+    ({"attack_seed": 2**63}, "attack_seed"),
+    ({"defenses": [{"name": "none", "set": {"epochs": 1, "lr": float("inf")}}]},
+     "defenses[0].set.lr: inf is not a finite number"),
+    ({"eps": [0.04, 0.0400000001]}, "eps: budgets"),
+    ({"whitebox": ["pgd:eps=8/255,steps=2", "pgd:eps=8/255,steps=2"]}, "attack rows"),
+    ({"attacks": [{"name": "random_noise", "label": "clean"}]}, "attack rows ['clean'] repeat"),
+    ({"datasets": ["cifar10", "cifar-10"]}, "datasets: 'cifar10' is listed twice"),
+])
+def test_check_refuses_what_the_run_would_refuse_after_work(
+        smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], change: dict, expected: str) -> None:
+    """--check (and the run, before any work) refuse what used to fail only after work."""
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder, **change))
+    assert main(["bench", "--config", str(config), "--output", str(tmp_path / "r.db"),
+                 "--check"]) == 2
+    err = _one_line_error(capsys)
+    assert expected in err, err
+    with pytest.raises(ConfigError):
+        run_bench(load_bench_config(config), tmp_path / "r.db", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml"]
+
+
+def _foreign_sqlite(path: Path, wal: bool) -> Path:
+    con = sqlite3.connect(path)
+    if wal:
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+    con.execute("INSERT INTO contacts VALUES ('ada', '123')")
+    con.commit()
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-wal", "text"])
+def test_another_programs_file_is_refused_before_any_write(
+        smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """Another program's file as --output stays byte-identical, with nothing created next to it."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    target = folder / "app.db"
+    if kind == "text":
+        target.write_text("not a database\n" * 100)
+    else:
+        _foreign_sqlite(target, wal=kind == "sqlite-wal")
+    before = target.read_bytes()
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder))
+    expected = "not a SQLite database" if kind == "text" else "not an encshield results store"
+    for extra in (["--check"], ["--no-progress"], ["--resume", "--no-progress"]):
+        assert main(["bench", "--config", str(config), "--output", str(target), *extra]) == 2
+        assert expected in _one_line_error(capsys)
+    assert target.read_bytes() == before  # byte-identical: no WAL switch, no tables, no cells
+    assert [p.name for p in folder.iterdir()] == ["app.db"]  # no -wal, -shm, .artifacts
+
+
+def test_a_second_writer_stops_at_once(smoke_encoder: Path, shared_data: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A second writer on a locked store stops at once with one line; close() releases the lock."""
+    db = tmp_path / "r.db"
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder))
+    with ResultsStore(db) as first:  # another run holds the store
+        with pytest.raises(ConfigError, match=r"in use by another encshield run \(pid \d+"):
+            ResultsStore(db)
+        started = time.perf_counter()
+        assert main(["bench", "--config", str(config), "--output", str(db), "--resume",
+                     "--no-progress"]) == 2
+        assert "in use by another encshield run" in _one_line_error(capsys)
+        assert time.perf_counter() - started < 30  # refused before computing anything
+        assert len(first) == 0
+    with ResultsStore(db) as again:  # released by close (and by the kernel if the run dies)
+        assert len(again) == 0
+
+
+def test_stores_carry_an_id_and_legacy_stores_still_open(tmp_path: Path) -> None:
+    """New stores carry the application id; stores written before it still open."""
+    from encshield.bench.store import APPLICATION_ID, SCHEMA_VERSION
+
+    with ResultsStore(tmp_path / "new.db"):
+        pass
+    with sqlite3.connect(tmp_path / "new.db") as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    legacy = tmp_path / "legacy.db"  # as written before stores carried an application id
+    con = sqlite3.connect(legacy)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE cells (id TEXT PRIMARY KEY, kind TEXT, title TEXT, params TEXT, deps TEXT,
+            config_hash TEXT, result TEXT, artifacts TEXT, versions TEXT, machine TEXT,
+            device TEXT, wall_time_s REAL, finished TEXT);
+        CREATE TABLE metrics (cell_id TEXT, row TEXT);
+        INSERT INTO meta VALUES ('created', '"2025-01-01"');""")
+    con.close()
+    with ResultsStore(legacy) as store:
+        assert store.meta("created") == "2025-01-01"
+    with ResultsStore(legacy, readonly=True) as store:
+        assert store.meta("created") == "2025-01-01"
+
+
+def test_stored_json_is_strict(tmp_path: Path) -> None:
+    """Non-finite numbers are stored as null: every JSON column parses as standard JSON."""
+    from encshield.bench.store import CellRecord
+
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.add(CellRecord("c1", "model", "t", {"lr": 0.1}, [], "h",
+                             {"losses": [1.0, float("nan"), float("inf")], "acc": float("-inf")},
+                             {}, {}, {}, "cpu", 1.0, "now"))
+        store.set_meta("note", {"x": float("nan")})
+    with sqlite3.connect(tmp_path / "r.db") as con:
+        texts = [*con.execute("SELECT params, result FROM cells").fetchone(),
+                 con.execute("SELECT value FROM meta WHERE key = 'note'").fetchone()[0]]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    decoded = [json.loads(text, parse_constant=refuse) for text in texts]
+    assert decoded[1] == {"losses": [1.0, None, None], "acc": None} and decoded[2] == {"x": None}
+
+
+def test_an_unusable_output_path_is_one_line(smoke_encoder: Path, shared_data: Path,
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """An --output under a file: one line for --check and the run, nothing created."""
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    config = _write_config(tmp_path / "bench.yaml", _raw(smoke_encoder))
+    for extra in (["--check"], ["--no-progress"]):
+        assert main(["bench", "--config", str(config), "--output",
+                     str(blocker / "sub" / "r.db"), *extra]) == 2
+        assert str(blocker) in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "file"]

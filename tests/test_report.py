@@ -11,9 +11,12 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -411,6 +414,140 @@ def test_cli_error_on_a_non_store(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_text("hello")
     assert main(["report", str(bad)]) == 2
     assert "encshield: error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- unusual and hostile stores
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("encshield: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def _copy(db: Path, folder: Path, name: str = "copy") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(db, folder / f"{name}.db")
+    shutil.copytree(db.with_name("results.artifacts"), folder / f"{name}.artifacts")
+    return folder / f"{name}.db"
+
+
+def test_report_reads_without_writing_and_any_file_name(db: Path, tmp_path: Path) -> None:
+    """'#', '?' and '%' in a store name are read right, and reporting leaves no -wal/-shm."""
+    copy = _copy(db, tmp_path / "store", "a#b?c%20")  # '#', '?', '%' are data, not URI syntax
+    before = sorted(p.name for p in copy.parent.iterdir())
+    data = load_report(copy)
+    assert len(data.images) == 3 and len(data.cells) == 11
+    write_report(copy, tmp_path / "out", formats=["md"])
+    assert sorted(p.name for p in copy.parent.iterdir()) == before  # no -wal / -shm left
+
+
+def test_a_damaged_page_is_one_line(db: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A store with damaged pages: one line, exit 2, no report folder."""
+    copy = _copy(db, tmp_path)
+    raw = bytearray(copy.read_bytes())
+    for start in range(4096, len(raw), 4096):  # every page but the schema page
+        raw[start:start + 64] = b"\xff" * 64
+    copy.write_bytes(raw)
+    assert main(["report", str(copy), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "is damaged" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_report_folder_is_one_line(db: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A report file that cannot be written: one line, not a traceback."""
+    (tmp_path / "out" / "report.md").mkdir(parents=True)  # where the file must go
+    assert main(["report", str(db), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    assert "cannot write the report to" in _one_line_error(capsys)
+
+
+@pytest.fixture()
+def shared_dir() -> Any:
+    """A folder another user may use (pytest's folders are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="encshield-perm-"))
+    folder.chmod(0o777)
+    yield folder
+    for path in (folder, *folder.rglob("*")):
+        if path.is_dir():
+            path.chmod(0o777)
+    shutil.rmtree(folder)
+
+
+def _as_other_user(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``encshield ARGS`` as a user without privileges (root ignores file modes)."""
+    command = [sys.executable, "-m", "encshield", *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: file permissions cannot be tested")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = {**os.environ, "HOME": str(home), "ENCSHIELD_CACHE": str(home / "cache")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          check=False)
+
+
+def test_read_only_folders_and_permission_problems(db: Path, shared_dir: Path) -> None:
+    """As an unprivileged user: a store in a read-only folder is reported; denied access says so."""
+    copy = _copy(db, shared_dir / "store")
+    for path in (copy.parent, *copy.parent.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    copy.parent.chmod(0o555)  # a read-only folder: no -wal or -shm can be made there
+    out = shared_dir / "out"
+    done = _as_other_user("report", str(copy), "--output-dir", str(out), "-q", home=shared_dir)
+    assert done.returncode == 0, done.stderr
+    assert (out / "report.md").is_file() and len(list((out / "images").iterdir())) == 3
+
+    refused = _as_other_user("report", str(copy), home=shared_dir)  # default: next to it
+    assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
+    out.chmod(0o555)
+    refused = _as_other_user("report", str(copy), "-o", str(out), home=shared_dir)
+    assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
+    copy.parent.chmod(0o755)
+    copy.chmod(0o000)
+    refused = _as_other_user("report", str(copy), home=shared_dir)
+    assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
+    for result in (done, refused):
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") <= 1
+
+
+def _hostile_store(path: Path, label: str, png: str) -> None:
+    """A store whose strings (from an old version or the Python API) are Markdown/HTML."""
+    with ResultsStore(path) as store:
+        store.set_meta("config", {"name": f"{label} report"})
+        params = {"encoder": {"spec": f"zoo:{label}"}, "attack": "uap", "row": label, "eps": 0.04}
+        store.add(_cell("attack0", "attack", f"fit {label}", params, {"row": label},
+                        {"png": {"path": png, "sha256": "x"}}))
+        rows = [dict(r, cell_id="eval0", encoder=f"zoo:{label}", dataset=label, defense=label,
+                     row=label if r["row"] == "uap@4" else r["row"])
+                for r in _metric_rows("eval0", "none", 0) if r["row"] in ("clean", "uap@4")]
+        store.add(_cell("eval0", "evaluate", f"evaluate {label}", {}, {}), rows)
+
+
+def _bare(text: str) -> str:
+    """``text`` without code spans (shown literally) and backslash-escaped characters."""
+    return re.sub(r"\\.", "", re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", text))
+
+
+@pytest.mark.parametrize("label", ["a|b", "# x", "<script>alert(1)</script>", "`x` *y* [z](j:)"])
+def test_markdown_escapes_every_string_from_the_store(tmp_path: Path, label: str) -> None:
+    """Hostile store strings neither break tables nor inject markup; outside files stay unread."""
+    secret = tmp_path / "secret.png"  # outside the store: never read into a report
+    _png(secret, 0)
+    _hostile_store(tmp_path / "r.db", label, "../../secret.png")
+    text = write_report(tmp_path / "r.db", tmp_path / "out", formats=["md"])["md"].read_text()
+    assert "<script" not in text and "secret.png" in text.split("Missing image files")[1]
+    assert not list((tmp_path / "out" / "images").iterdir())  # listed as missing, not copied
+    columns = 0
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            columns = 0  # the next table starts with its header row
+            if not line.startswith("!["):  # headings and paragraphs: nothing unescaped
+                assert not set(_bare(line.lstrip("#"))) & set("<>`*[]#|"), line
+            continue
+        cells = re.split(r"(?<!\\)\|", line)[1:-1]  # a table keeps its columns
+        columns = columns or len(cells)
+        assert len(cells) == columns, line
+        assert not any(set(_bare(c)) & set("<>`*[]#") for c in cells), line
 
 
 # ---------------------------------------------------------------------------------- browser

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from fractions import Fraction
@@ -28,7 +29,7 @@ def _format_error(error: ValidationError, raw: dict[str, Any]) -> str:
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"])
         value = item.get("input")
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         ctx = item.get("ctx") or {}
         if item["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown field")
@@ -49,13 +50,119 @@ def validate(model: type[M], raw: dict[str, Any]) -> M:
         raise ConfigError(_format_error(error, raw)) from None
 
 
+#: Deepest nesting of mappings and lists a config may have (real configs use under 10 levels).
+MAX_DEPTH = 32
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``) and with a nesting limit.
+
+    Aliases let a few hundred bytes expand into gigabytes (a "billion laughs" bomb) and deep
+    nesting exhausts Python's recursion limit, so both are refused while composing, before any
+    value is built. Anchors alone (``&name``) are harmless and left alone.
+    """
+
+    def __init__(self, stream: str) -> None:
+        """A loader for one document ``stream``."""
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """PyYAML's hook for every node: refuse aliases and nesting beyond :data:`MAX_DEPTH`."""
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in encshield "
+                "configs; write the value out in full", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_DEPTH} levels is not allowed in "
+                    "encshield configs", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _yaml_problem(error: Exception) -> str:
+    """One line describing a YAML error (PyYAML's own messages span several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        text = error.problem or error.context or "invalid YAML"
+        mark = error.problem_mark or error.context_mark
+        if mark is not None:
+            text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    elif isinstance(error, RecursionError):
+        text = "nesting too deep"
+    elif isinstance(error, (ValueError, OverflowError)):
+        text = "a number is too large or malformed"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def check_finite(value: Any, where: str = "") -> None:
+    """Refuse ``nan`` / ``inf`` anywhere in a config value (a learning rate of ``.inf`` trains
+    an all-NaN model; JSON records cannot hold such numbers).
+
+    Raises:
+        ConfigError: naming the dotted path of the first non-finite number.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where or 'value'}: {value!r} is not a finite number; use a finite "
+                          "value (e.g. 0.1)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{where}[{i}]")
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse one YAML document the safe way: no code-running tags, no aliases, bounded nesting,
+    finite numbers only.
+
+    Args:
+        text: the YAML text.
+        source: what it is, for messages (``config file x.yaml``, ``--set lr=...``).
+    Raises:
+        ConfigError: one line naming ``source``, the problem and where it is.
+    """
+    loader = _ConfigLoader(text)
+    try:
+        loaded = loader.get_single_data()
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as error:
+        problem = _yaml_problem(error)
+        hint = ("" if "not allowed" in problem else
+                "; YAML tags such as !!python/... are not allowed, write plain values"
+                if "constructor for the tag" in problem else
+                "; fix the YAML (quote strings with ':' or '#')")
+        raise ConfigError(f"{source} is not valid YAML for encshield: {problem}{hint}") from None
+    finally:
+        loader.dispose()
+    try:
+        check_finite(loaded, "")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return loaded
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3``, ``0.1``, ``[1,2]``)."""
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3``, ``0.1``, ``[1,2]``).
+
+    Raises:
+        ConfigError: not ``KEY=VALUE``, a key through a non-section, or a value that is not
+            safe YAML (see :func:`load_yaml_text`).
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.1")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key part; expected KEY=VALUE, e.g. "
+                              "--set optimizer.lr=0.1")
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
@@ -64,7 +171,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = load_yaml_text(text, f"--set {key.strip()}={text!r}")
     return raw
 
 
@@ -75,18 +182,28 @@ def load_config(model: type[M], path: str | Path | None, overrides: Sequence[str
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file (``{}`` for an empty file).
+    """The mapping in a YAML config file (``{}`` for an empty file), read as UTF-8 text with
+    :func:`load_yaml_text` (no aliases, bounded nesting, finite numbers).
 
     Raises:
-        ConfigError: the file is missing, not valid YAML, or not a mapping.
+        ConfigError: the file is missing or unreadable, not UTF-8, not valid YAML, or not a
+            mapping.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8") from None
+    loaded = load_yaml_text(text, f"config file {path}")
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
     return loaded or {}
@@ -112,4 +229,7 @@ def parse_fractions(value: Any) -> Any:
             return float(Fraction(value.replace(" ", "")))
         except ZeroDivisionError:
             raise ConfigError(f"{value!r}: division by zero") from None
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{value[:40]!r}: the fraction is too large; use a number such as "
+                              "8/255") from None
     return value

@@ -21,9 +21,8 @@ from typing import Any
 
 from encshield.bench.cells import run_cell
 from encshield.bench.spec import BenchConfig, Cell, encoder_identity, expand, validate_bench
-from encshield.bench.store import CellRecord, ResultsStore
+from encshield.bench.store import CellRecord, ResultsStore, require_resume
 from encshield.config import config_hash
-from encshield.errors import ConfigError
 from encshield.evaluation.records import now_iso as now
 
 __all__ = ["BenchSummary", "run_bench"]
@@ -94,18 +93,17 @@ def run_bench(
         progress: show a progress bar (cells done, current stage, ETA).
         log: one line per finished cell (default: nothing).
     Raises:
-        ConfigError: invalid config / missing data or encoder (before any work), or a non-empty
-            store without ``resume``.
+        ConfigError: invalid config / missing data or encoder (before any work), a file that
+            is not an encshield store (left unchanged), a store another run is writing (at
+            once, before any work), or a non-empty store without ``resume``.
     """
     started = time.perf_counter()
     validate_bench(config)
     identities = {spec: encoder_identity(spec) for spec in config.encoders}
     cells = expand(config, identities)
-    store = ResultsStore(db_path)
+    store = ResultsStore(db_path)  # refuses a foreign file, locks the store until closed
     try:
-        if len(store) and not resume:
-            raise ConfigError(f"{db_path} already holds {len(store)} finished cells; add --resume "
-                              "to continue it, or choose another --output")
+        require_resume(store, resume)
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("config_hash", config_hash(config))
         store.set_meta("created", store.meta("created") or now())

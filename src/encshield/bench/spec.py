@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from encshield.budgets import budget_label
-from encshield.config import apply_overrides, parse_fractions, read_yaml, validate
+from encshield.config import apply_overrides, check_finite, parse_fractions, read_yaml, validate
 from encshield.errors import ConfigError
 from encshield.workflows.specs import encoder_identity
 
@@ -47,15 +48,42 @@ __all__ = [
     "DefenseEntry",
     "NamedEntry",
     "SurrogateEntry",
+    "MAX_SEED",
     "budget_label",
+    "check_name",
     "expand",
     "load_bench_config",
     "validate_bench",
 ]
 
 
+#: Names and labels from a config become file names (``results/<name>.db``,
+#: ``attacks/<id>/<label>.safetensors``), so they are never paths: no ``/``, no ``..``.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+#: Seeds are stored as SQLite INTEGERs and fed to torch generators: 0 .. 2**63 - 1.
+MAX_SEED = 2**63 - 1
+
+
+def check_name(value: str) -> str:
+    """``value`` if it is a safe name (1-64 of ``A-Z a-z 0-9 _ . @ + -``, starting with a letter
+    or digit, without ``..``), else ``ValueError`` saying how to fix it."""
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{value!r} is not allowed: names and labels become file names, so use 1-64 letters, "
+            "digits and _ . @ + - (starting with a letter or digit, no '..'), e.g. 'adv-ft'")
+    return value
+
+
+def _check_seed(value: int) -> int:
+    """``value`` if it is a seed in 0 .. :data:`MAX_SEED`, else ``ValueError``."""
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed {value} is out of range (seeds must fit a signed 64-bit "
+                         "integer); use a seed in 0 .. 2**63 - 1")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SurrogateEntry(_Strict):
@@ -65,6 +93,8 @@ class SurrogateEntry(_Strict):
     split: str = "val"
     limit: int | None = Field(5000, ge=1)
 
+    _safe_name = field_validator("dataset")(classmethod(lambda cls, v: check_name(v)))
+
 
 class NamedEntry(_Strict):
     """A registered attack or defense by name, with config overrides and an optional row label."""
@@ -72,6 +102,12 @@ class NamedEntry(_Strict):
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+
+    @field_validator("name", "label")
+    @classmethod
+    def _safe_names(cls, value: str | None) -> str | None:
+        """The name and the optional label must be safe file names (:func:`check_name`)."""
+        return None if value is None else check_name(value)
 
     @property
     def row(self) -> str:
@@ -92,6 +128,8 @@ class DatasetEntry(_Strict):
     test_split: str = "test"
     limit_train: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)
+
+    _safe_name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
 
 def _entries(value: Any) -> Any:
@@ -115,10 +153,10 @@ class BenchConfig(_Strict):
                                          min_length=1)
     datasets: list[DatasetEntry] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    image_size: int | None = Field(None, ge=8)
-    batch_size: int = Field(256, ge=1)
-    workers: int = Field(1, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch threads per worker "
+    image_size: int | None = Field(None, ge=8, le=4096)
+    batch_size: int = Field(256, ge=1, le=1 << 20)
+    workers: int = Field(1, ge=1, le=1024)
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads per worker "
                                 "(default: CPU cores // workers)")
     device: str = "cpu"
     data_root: str | None = None
@@ -134,9 +172,14 @@ class BenchConfig(_Strict):
                 raise ValueError(f"eps[{i}] = {eps!r} must lie in (0, 1], e.g. 10/255")
         return values
 
+    _safe_name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+    _seed_fits = field_validator("attack_seed")(classmethod(lambda cls, v: _check_seed(v)))
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, values: list[int]) -> list[int]:
+        for value in values:
+            _check_seed(value)
         if len(set(values)) != len(values):
             raise ValueError(f"seeds {values} contain duplicates")
         return values
@@ -153,6 +196,7 @@ def load_bench_config(path: str | os.PathLike[str] | None, overrides: list[str] 
     if path is not None:
         data.update(read_yaml(path))
     data = parse_fractions(apply_overrides(data, list(overrides or [])))
+    check_finite(data)
     return validate(BenchConfig, data)
 
 
@@ -160,8 +204,11 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
     """Check every name and resource of ``config``; raise before any work is done.
 
     Checks: attack names and their overrides, defense names and their overrides, white-box
-    specs, dataset names, and (``check_files``) that every encoder file or zoo entry and every
-    dataset (surrogate included) can be found under the data root.
+    specs, the uniqueness of every evaluation row, encoder and dataset entry (repeats would
+    compute cells twice or collide in the store), dataset names and split strings, the device,
+    and (``check_files``) that the device is present, that every encoder file or zoo entry and
+    every dataset (surrogate included) can be found under the data root. ``encshield bench
+    --check`` runs exactly these checks, so it refuses whatever the run would refuse.
 
     Raises:
         ConfigError: naming the field (e.g. ``attacks[2].name``), the value and the allowed values.
@@ -190,14 +237,24 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
     rows = [d.row for d in config.defenses]
     if len(set(rows)) != len(rows):
         raise ConfigError(f"defenses: row names {rows} repeat; give repeated defenses a label")
+    specs = []
     for i, text in enumerate(config.whitebox):
         spec = check(f"whitebox[{i}]", lambda t=text: parse_whitebox(t))
         fn = check(f"whitebox[{i}]", lambda s=spec: resolve_attack(s.name))
         check(f"whitebox[{i}]", lambda f=fn, s=spec: validate_spec(f, s))
+        specs.append(spec)
+    _check_unique(config, [s.row_name for s in specs])
     names = [("surrogate.dataset", config.surrogate.dataset)]
     names += [(f"datasets[{i}].name", d.name) for i, d in enumerate(config.datasets)]
     for where, name in names:
         check(where, lambda n=name: DATASETS.canonical(n))
+    splits = [("surrogate.split", config.surrogate.dataset, config.surrogate.split)]
+    for i, d in enumerate(config.datasets):
+        splits += [(f"datasets[{i}].train_split", d.name, d.train_split),
+                   (f"datasets[{i}].test_split", d.name, d.test_split)]
+    for where, name, split in splits:
+        check(where, lambda n=name, s=split: _check_split(n, s))
+    check("device", lambda: _check_device(config.device, present=check_files))
     if not check_files:
         return
     from encshield import data
@@ -212,6 +269,72 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
                 f"run `encshield data download {name}`")
     for i, spec in enumerate(config.encoders):
         check(f"encoders[{i}]", lambda s=spec: encoder_identity(s))
+
+
+def _check_unique(config: BenchConfig, whitebox_rows: list[str]) -> None:
+    """Refuse repeats that the run would only find after work: the same evaluation row twice
+    (universal rows with their budget, white-box rows, ``clean``), the same encoder, budget
+    or dataset entry twice (identical cells, stored twice)."""
+    from encshield.data.api import DATASETS
+
+    def repeated(values: list[Any]) -> list[Any]:
+        """The items of ``values`` that already occurred earlier in it."""
+        return [v for i, v in enumerate(values) if v in values[:i]]
+
+    labels = [budget_label(eps) for eps in config.eps]
+    if repeated(labels):
+        raise ConfigError(f"eps: budgets {labels} (in 1/255) repeat; list each budget once")
+    universal = [a.row if len(config.eps) == 1 else f"{a.row}@{label}"
+                 for a in config.attacks for label in labels]
+    rows = ["clean", *universal, *whitebox_rows]
+    if repeated(rows):
+        raise ConfigError(f"attack rows {sorted(set(repeated(rows)))} repeat (every attack and "
+                          "white-box row needs its own name, and 'clean' is taken); give them "
+                          "distinct labels")
+    if repeated(config.encoders):
+        raise ConfigError(f"encoders: {repeated(config.encoders)[0]!r} is listed twice")
+    entries = [{**d.model_dump(), "name": DATASETS.canonical(d.name)} for d in config.datasets
+               if d.name in DATASETS]
+    if repeated(entries):
+        raise ConfigError(f"datasets: {repeated(entries)[0]['name']!r} is listed twice with the "
+                          "same splits and limits; list it once")
+
+
+def _check_split(dataset: str, text: str) -> None:
+    """``text`` is a split the run can load: ``NAME``, ``NAME[START:STOP]`` or parts joined with
+    ``+``, each a split of ``dataset``, and no slice is empty by construction."""
+    from encshield.data.api import DATASETS, parse_split
+
+    fmt = DATASETS.get(dataset)
+    for part in str(text).split("+"):
+        name, window = parse_split(part)
+        fmt.check_split_name(name)
+        if window is not None and window.start is not None and window.stop is not None \
+                and (window.start >= 0) == (window.stop >= 0) and window.stop <= window.start:
+            raise ConfigError(f"split {part!r} is empty ({window.start}:{window.stop}); "
+                              "use START < STOP, e.g. train[:45000]")
+
+
+def _check_device(device: str, *, present: bool) -> None:
+    """``device`` names a torch device the runner supports (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) and, with ``present``, one this machine has."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{device!r} is not allowed; allowed values: cpu, cuda, cuda:N, mps")
+    if not present or parsed.type == "cpu":
+        return
+    if parsed.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    else:
+        available, count = torch.cuda.is_available(), torch.cuda.device_count()
+    if not available or (parsed.index or 0) >= count:
+        raise ConfigError(f"{device!r} is not available on this machine "
+                          f"({count if available else 0} {parsed.type} device(s)); use cpu")
 
 
 CellKind = Literal["attack", "model", "evaluate"]

@@ -7,8 +7,11 @@ Examples::
     encshield bench --config configs/bench/tiny.yaml --set seeds=[0,1,2] --check
     encshield report results/tiny.db
 
-The config is validated (attack, defense and dataset names, budgets, encoder files, data) before
-any work. ``--resume`` continues an interrupted run: finished cells are reused, never recomputed.
+The config is validated (attack, defense and dataset names, labels, budgets, splits, seeds,
+device, encoder files, data) before any work; ``--check`` runs the same checks, plus a read-only
+look at ``--output`` (another program's database, permissions), and runs nothing. ``--resume``
+continues an interrupted run: finished cells are reused, never recomputed. A store is locked
+while a run writes it: a second run on it stops at once.
 """
 
 from __future__ import annotations
@@ -51,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     config = load_bench_config(args.config, overrides)
     output = args.output or Path("results") / f"{config.name}.db"
     if args.check:
+        from encshield.bench.store import check_output
+
         validate_bench(config)
         cells = expand(config)
+        kind = check_output(output, resume=args.resume)  # read-only: creates nothing
         kinds = {k: sum(c.kind == k for c in cells) for k in ("attack", "model", "evaluate")}
         print(f"{config.name}: {len(cells)} cells ({', '.join(f'{v} {k}' for k, v in kinds.items())})")
         for cell in cells:
             print(f"  {cell.id}  {cell.kind:<8} {cell.title}")
+        print(f"output: {output} ({'existing store' if kind == 'store' else 'new store'})")
         return 0
     summary = run_bench(config, output, resume=args.resume, progress=not args.no_progress,
                         log=print if args.no_progress else None)

@@ -161,21 +161,28 @@ def _read(store: Any) -> ReportData:
 
 
 def _images(cells: Iterable[Any], root: Path) -> tuple[list[PerturbationImage], list[str]]:
+    """The PNGs of the attack cells, and the paths of those missing. A path the store names
+    outside its artifacts folder (a damaged or hostile store) counts as missing: it is never
+    read, so never copied into a report."""
+    from encshield.bench.store import safe_artifact_path
+
     images: list[PerturbationImage] = []
     missing: list[str] = []
     for cell in cells:
-        if cell.kind != "attack" or "png" not in cell.artifacts:
+        if cell.kind != "attack" or not isinstance(cell.artifacts.get("png"), dict):
             continue
         artifact = cell.artifacts["png"]
-        path = root / artifact["path"]
-        if not path.is_file():
-            missing.append(str(path))
+        path = safe_artifact_path(root, artifact.get("path"))
+        if path is None or not path.is_file():
+            missing.append(str(path or artifact.get("path")))
             continue
         params, result = cell.params, cell.result
         meta = result.get("perturbation") if isinstance(result.get("perturbation"), dict) else {}
         kind = meta.get("perturbation_kind")
-        if not kind and "perturbation" in cell.artifacts:
-            kind = _perturbation_kind(root / cell.artifacts["perturbation"]["path"])
+        file = cell.artifacts.get("perturbation")
+        source = safe_artifact_path(root, file.get("path")) if isinstance(file, dict) else None
+        if not kind and source is not None:
+            kind = _perturbation_kind(source)
         images.append(PerturbationImage(
             cell_id=cell.id, encoder=str((params.get("encoder") or {}).get("spec", "")),
             row=str(params.get("row") or result.get("row") or params.get("attack")),
@@ -226,7 +233,8 @@ def write_report(db_path: str | os.PathLike[str] | ReportData,
     Returns:
         keys ``md``, ``html``, ``csv``, ``csv_aggregate``, ``json`` (those written).
     Raises:
-        ConfigError: unknown format, unreadable store, or no results in it.
+        ConfigError: unknown format, unreadable or damaged store, no results in it, or the
+            output folder cannot be written (permission denied, not a folder, disk full).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -235,10 +243,17 @@ def write_report(db_path: str | os.PathLike[str] | ReportData,
     data = db_path if isinstance(db_path, ReportData) else load_report(db_path)
     out = Path(output_dir) if output_dir is not None else default_output_dir(data.db_path)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        return _write_formats(data, out, formats)
     except OSError as error:
-        raise ConfigError(f"cannot create the report folder {out}: {error}; pass another "
-                          f"--output-dir") from None
+        where = error.filename or out
+        raise ConfigError(f"cannot write the report to {where}: "
+                          f"{(error.strerror or str(error)).lower()}; pass another --output-dir"
+                          ) from None
+
+
+def _write_formats(data: ReportData, out: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """Write ``formats`` into ``out`` (created); ``OSError`` for the caller to report."""
+    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if "md" in formats:
         written["md"] = _write_markdown(data, out)

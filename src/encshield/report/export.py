@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -126,15 +125,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
 
 def report_json_text(data: ReportData) -> str:
     """:func:`report_json` as indented, standard JSON text (no ``NaN``)."""
-    return json.dumps(_finite(report_json(data)), indent=2, default=str, allow_nan=False) + "\n"
+    from encshield.bench.store import finite_json
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with ``nan``/``inf`` replaced by ``None`` (standard JSON)."""
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return json.dumps(finite_json(report_json(data)), indent=2, default=str,
+                      allow_nan=False) + "\n"

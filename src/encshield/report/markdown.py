@@ -3,10 +3,17 @@
 Images and charts are linked relative to the report folder (``images/*.png``, ``charts/*.svg``;
 :func:`encshield.report.write_report` copies / writes them there). The exact configuration of
 every cell is in ``report.json`` and in the HTML page.
+
+Every string from the store (names, labels, titles, paths) is escaped where it lands: as text
+(:func:`md_text`: Markdown punctuation backslash-escaped, HTML characters as entities, no line
+breaks) in headings, paragraphs and table cells, or as a code span (:func:`md_code`) whose
+fence is longer than any backtick run inside. A label such as ``a|b``, ``# x`` or ``<script>``
+therefore shows as written and neither breaks a table nor injects markup or HTML.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,13 +30,48 @@ if TYPE_CHECKING:
     from encshield.report import ReportData
     from encshield.report.svg import Chart
 
-__all__ = ["markdown_table", "render_markdown", "render_table", "render_tables"]
+__all__ = ["markdown_table", "md_code", "md_text", "render_markdown", "render_table",
+           "render_tables"]
+
+#: Characters with a Markdown meaning anywhere in a line (``_`` is handled apart: only at word
+#: edges, so that ``pgd_at`` stays readable in the printed tables).
+_PUNCTUATION = re.compile(r"([\\`*\[\]#|~!])")
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+class Markup(str):
+    """Markdown that is already safe (built from escaped parts); tables keep it as it is."""
+
+
+def _one_line(value: object) -> str:
+    """``str(value)`` with line breaks as spaces (a break would end a table row or heading)."""
+    return str(value).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal inline text, safe in a heading, a paragraph or a table cell."""
+    text = _PUNCTUATION.sub(r"\\\1", _one_line(value))
+    text = _EDGE_UNDERSCORE.sub(r"\\_", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(value: object) -> Markup:
+    """``value`` as a code span shown verbatim (outside tables: GFM splits cells at any ``|``).
+
+    Text with ``<``, ``>`` or ``&`` becomes :func:`md_text` instead: CommonMark shows code spans
+    literally, but not every renderer does, so no raw HTML character is ever written."""
+    text = _one_line(value)
+    if any(c in text for c in "<>&"):
+        return Markup(md_text(text))
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    if not text or text[0] in "` " or text[-1] in "` ":
+        text = f" {text} "
+    return Markup(f"{fence}{text}{fence}")
 
 
 def _cell(value: object) -> str:
-    """Text safe inside a Markdown table cell (pipes and HTML escaped, no line breaks)."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A table cell: :class:`Markup` as it is, anything else as :func:`md_text`."""
+    return value if isinstance(value, Markup) else md_text(value)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
@@ -56,14 +98,15 @@ def _kinds_note(table: ResultTable) -> str:
     for kind, label in groups.items():
         rows = [c.row for c in table.attack_columns if c.kind == kind]
         if rows:
-            parts.append(f"{label}: {', '.join(f'`{r}`' for r in rows)}")
+            parts.append(f"{label}: {', '.join(md_code(r) for r in rows)}")
     return "; ".join(parts)
 
 
 def render_table(table: ResultTable, level: int = 2) -> str:
     """The section of one (encoder, dataset): accuracy table, then the fooling-rate table."""
     headers, rows = table_matrix(table)
-    out = [f"{'#' * level} {short_name(table.encoder)} on {table.dataset}", "",
+    out = [f"{'#' * level} {md_text(short_name(table.encoder))} on {md_text(table.dataset)}",
+           "",
            (f"Accuracy (%), {_seeds_note(table)}. BA = clean (benign) accuracy; every other "
             f"column is the robust accuracy (RA) under that attack."), ""]
     if table.attack_columns:
@@ -83,14 +126,15 @@ def render_tables(data: ReportData, level: int = 2) -> str:
 
 def _header(data: ReportData) -> list[str]:
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(data.cell_counts.items()))
-    out = [f"# encshield bench report: {data.name}", "",
-           f"- date: {data.generated} (report)" + (f", store created {data.created}"
-                                                    if data.created else ""),
-           f"- results store: `{data.db_path}`",
+    out = [f"# encshield bench report: {md_text(data.name)}", "",
+           f"- date: {md_text(data.generated)} (report)"
+           + (f", store created {md_text(data.created)}" if data.created else ""),
+           f"- results store: {md_code(data.db_path)}",
            f"- cells: {len(data.cells)} ({counts})",
            f"- total wall time: {format_duration(data.total_wall_time_s)}",
            "- encoders:"]
-    out += [f"  - `{spec}` sha256 `{sha or 'unknown'}`" for spec, sha in data.encoders.items()]
+    out += [f"  - {md_code(spec)} sha256 {md_code(sha or 'unknown')}"
+            for spec, sha in data.encoders.items()]
     return [*out, ""]
 
 
@@ -99,7 +143,7 @@ def _charts(charts: Sequence[Chart]) -> list[str]:
         return []
     out = ["## Charts", ""]
     for chart in charts:
-        out += [f"![{_cell(chart.title)}](charts/{chart.file_name})", ""]
+        out += [f"![{md_text(chart.title)}](charts/{chart.file_name})", ""]
     return out
 
 
@@ -108,12 +152,12 @@ def _images(data: ReportData) -> list[str]:
         return []
     out = ["## Universal perturbations and patches", ""]
     rows = [[short_name(i.encoder), i.row, i.attack, format_budget(i.eps), i.kind or "-",
-             f"![{i.row}](images/{i.file_name})"] for i in data.images]
+             Markup(f"![{md_text(i.row)}](images/{i.file_name})")] for i in data.images]
     if rows:
         out += [markdown_table(["encoder", "row", "attack", "eps", "kind", "image"], rows, 99), ""]
     if data.missing_images:
         out += ["Missing image files (not rendered): " + ", ".join(
-            f"`{p}`" for p in data.missing_images), ""]
+            md_code(p) for p in data.missing_images), ""]
     return out
 
 
