@@ -1,4 +1,16 @@
-"""A small name -> object registry shared by datasets, architectures, heads, methods, attacks..."""
+"""The one registry type: datasets, architectures, stems, normalisations, heads, checkpoint
+formats, SSL methods, universal / white-box / encoder attacks, objectives and defenses.
+
+One registration style everywhere: an entry registers itself where it is defined --
+
+* classes and functions with the decorator ``@REGISTRY.register(name, aliases=(...))``; a class
+  with a ``name`` class attribute gets the registered name written into it (the name is written
+  once, in the decorator);
+* plain values (stem specs, architecture specs, normalisation statistics, format readers) with
+  ``REGISTRY.add(name, value, aliases=(...))`` right after their definition.
+
+The CLI, the configs and the generic tests enumerate registries with :meth:`Registry.items`.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +44,8 @@ class Registry(Generic[T]):
         """Decorator registering an object under ``name`` (and ``aliases``)."""
 
         def decorator(obj: T) -> T:
+            if isinstance(obj, type) and "name" in dir(obj):
+                obj.name = name  # type: ignore[attr-defined]
             self.add(name, obj, aliases=aliases)
             return obj
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -91,7 +91,6 @@ class GenAF(Defense):
     ``"stage2_end"`` (``model``, ``chosen``: the fine-tuned modules).
     """
 
-    name: ClassVar[str] = "genaf"
     Config = GenAFConfig
 
     def fit(

@@ -33,7 +33,7 @@ The names ``genaf`` / ``gen-af`` belong to the full two-stage defense
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,6 @@ class GenAFStage1Config(FinetuningConfig):
 class GenAFStage1(FinetuningDefense):
     """Gen-AF stage 1: ``CE(z_adv, y) + lambda_gr * L_GR(A, B, y, CE(z_clean, y))``."""
 
-    name: ClassVar[str] = "genaf_stage1"
     Config = GenAFStage1Config
 
     def setup(self, model: Classifier, pretrained: Encoder) -> None:

@@ -9,7 +9,6 @@ Outer loss: :func:`encshield.defenses.losses.mart_loss`
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import torch
 from pydantic import Field
@@ -32,7 +31,6 @@ class MARTConfig(FinetuningConfig):
 class MART(FinetuningDefense):
     """``loss = BCE(p_adv, y) + beta * KL(p_clean || p_adv) * (1 - p_clean[y])``."""
 
-    name: ClassVar[str] = "mart"
     Config = MARTConfig
 
     def loss(

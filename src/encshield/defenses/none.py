@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import ClassVar
 
 import torch
 from pydantic import Field
@@ -42,7 +41,6 @@ class NoDefenseConfig(DefenseConfig):
 class NoDefense(Defense):
     """No defense: the encoder stays frozen; only the head is trained on clean features."""
 
-    name: ClassVar[str] = "none"
     Config = NoDefenseConfig
 
     def fit(

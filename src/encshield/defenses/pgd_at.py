@@ -8,7 +8,6 @@ PGD (eps 8/255, 10 steps of 2/255, uniform random start), the outer loss
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import torch
 
@@ -24,7 +23,6 @@ __all__ = ["PGDAdversarialTraining"]
 class PGDAdversarialTraining(FinetuningDefense):
     """``loss = mean_i CE(model(x_adv_i), y_i)`` with ``x_adv`` from CE PGD."""
 
-    name: ClassVar[str] = "pgd_at"
     Config = FinetuningConfig
 
     def loss(

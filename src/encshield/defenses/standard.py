@@ -23,7 +23,6 @@ __all__ = ["StandardFinetuning"]
 class StandardFinetuning(FinetuningDefense):
     """Clean fine-tuning: ``loss = CE(model(x), y)``."""
 
-    name: ClassVar[str] = "standard"
     Config = FinetuningConfig
     uses_attack: ClassVar[bool] = False
 

@@ -12,7 +12,6 @@ use the shared loop's uniform random start in the eps-ball (the KL has a zero gr
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -45,7 +44,6 @@ class TRADESConfig(FinetuningConfig):
 class TRADES(FinetuningDefense):
     """``loss = CE(z_clean, y) + beta * KL(p_clean || p_adv)``."""
 
-    name: ClassVar[str] = "trades"
     Config = TRADESConfig
 
     def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:

@@ -17,6 +17,9 @@ Example::
     delta.save("pap.safetensors")
 """
 
+# Importing the attack modules (below) registers them.
+from encshield.attacks.universal.advencoder import AdvEncoder
+from encshield.attacks.universal.advencoder_patch import AdvEncoderPatch
 from encshield.attacks.universal.base import (
     DEFAULT_EPS,
     UNIVERSAL_ATTACKS,
@@ -25,21 +28,7 @@ from encshield.attacks.universal.base import (
     FitContext,
     UniversalAttack,
     fit_universal,
-    register_attack,
 )
-
-# Importing the modules registers the attacks.
-from encshield.attacks.universal import (  # noqa: E402, I001  (registration order)
-    random_noise,
-    uap,
-    uapgd,
-    ssp,
-    pap,
-    advencoder,
-    advencoder_patch,
-)
-from encshield.attacks.universal.advencoder import AdvEncoder
-from encshield.attacks.universal.advencoder_patch import AdvEncoderPatch
 from encshield.attacks.universal.pap import PAP
 from encshield.attacks.universal.random_noise import RandomNoise
 from encshield.attacks.universal.ssp import SSP
@@ -62,5 +51,4 @@ __all__ = [
     "UniversalAttack",
     "deepfool",
     "fit_universal",
-    "register_attack",
 ]

@@ -27,8 +27,8 @@ from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import AttackConfig, FitContext, UniversalAttack
-from encshield.models.modules import module_device
 from encshield.errors import ConfigError
+from encshield.models.modules import module_device
 
 __all__ = ["ClassifierAttack", "ClassifierAttackConfig", "LogitsFn"]
 

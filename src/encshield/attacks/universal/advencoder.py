@@ -59,11 +59,11 @@ from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import (
+    UNIVERSAL_ATTACKS,
     AttackConfig,
     FitContext,
     UniversalAttack,
     cosine_distance,
-    register_attack,
 )
 from encshield.errors import ConfigError
 
@@ -153,7 +153,7 @@ class AdvEncoderConfig(AttackConfig):
     ngf: int = Field(64, ge=1, description="generator width (official: 128)")
 
 
-@register_attack("advencoder", aliases=("adv_per", "adv-per", "advencoder_per"))
+@UNIVERSAL_ATTACKS.register("advencoder", aliases=("adv_per", "adv-per", "advencoder_per"))
 class AdvEncoder(UniversalAttack):
     """Adv-PER: a generator-made universal perturbation that pushes features away from their
     clean versions (InfoNCE) while staying in the high frequencies."""

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from encshield.attacks.perturbation import Perturbation, paste_patch
 from encshield.attacks.universal.advencoder import AdvEncoder, AdvEncoderConfig
-from encshield.attacks.universal.base import FitContext, register_attack
+from encshield.attacks.universal.base import UNIVERSAL_ATTACKS, FitContext
 from encshield.errors import ConfigError
 
 __all__ = ["AdvEncoderPatch", "patch_placement"]
@@ -59,7 +59,7 @@ def patch_placement(
     return side, (top, left)
 
 
-@register_attack("advencoder_patch", aliases=("adv_pat", "adv-pat", "advencoder_pat"))
+@UNIVERSAL_ATTACKS.register("advencoder_patch", aliases=("adv_pat", "adv-pat", "advencoder_pat"))
 class AdvEncoderPatch(AdvEncoder):
     """Adv-PAT: a generator-made universal patch that pushes features away from their clean
     versions."""

@@ -23,9 +23,8 @@ seed gives the identical perturbation and the caller's random stream is untouche
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -54,7 +53,6 @@ __all__ = [
     "fit_universal",
     "frozen",
     "module_device",
-    "register_attack",
 ]
 
 #: The DAE protocol's default L-inf budget (METHODS.md 6.3): 10/255 at any image size.
@@ -288,7 +286,7 @@ class AttackConfig(BaseModel):
 class UniversalAttack:
     """Base class of universal attacks: ``fit(encoder, surrogate_images) -> Perturbation``.
 
-    Subclasses set :attr:`name` (via :func:`register_attack`), :attr:`kind`, :attr:`stochastic`,
+    Subclasses get :attr:`name` from ``@UNIVERSAL_ATTACKS.register(name)``, :attr:`kind`, :attr:`stochastic`,
     :attr:`paper`, a nested pydantic ``Config`` (every field defaulted) and implement
     :meth:`_fit` and :meth:`_objective_values`.
 
@@ -540,19 +538,6 @@ def _check_eps(eps: Any) -> float:
             f"eps must be in (0, 1] (pixels in [0, 1]; e.g. 10/255 = 0.0392), got {eps!r}"
         )
     return value
-
-
-def register_attack(
-    name: str, *, aliases: tuple[str, ...] = ()
-) -> Callable[[type[UniversalAttack]], type[UniversalAttack]]:
-    """Class decorator: set ``cls.name`` and add the class to :data:`UNIVERSAL_ATTACKS`."""
-
-    def decorator(cls: type[UniversalAttack]) -> type[UniversalAttack]:
-        cls.name = name
-        UNIVERSAL_ATTACKS.add(name, cls, aliases=aliases)
-        return cls
-
-    return decorator
 
 
 def fit_universal(

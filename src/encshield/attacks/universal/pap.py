@@ -47,10 +47,10 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal._ascent import SignAscentConfig, perturb, sign_ascent
 from encshield.attacks.universal.base import (
+    UNIVERSAL_ATTACKS,
     ActivationTap,
     FitContext,
     UniversalAttack,
-    register_attack,
 )
 
 __all__ = ["PAP"]
@@ -64,7 +64,7 @@ def _energy(activation: torch.Tensor) -> torch.Tensor:
     return activation.pow(2).flatten(1).mean(1)
 
 
-@register_attack("pap", aliases=("l4a",))
+@UNIVERSAL_ATTACKS.register("pap", aliases=("l4a",))
 class PAP(UniversalAttack):
     """L4A: lift the low-level activation energy of the encoder (base / fuse / ugs)."""
 

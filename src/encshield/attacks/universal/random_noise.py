@@ -20,17 +20,17 @@ from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import (
+    UNIVERSAL_ATTACKS,
     AttackConfig,
     FitContext,
     UniversalAttack,
     cosine_distance,
-    register_attack,
 )
 
 __all__ = ["RandomNoise"]
 
 
-@register_attack("random_noise", aliases=("random", "noise"))
+@UNIVERSAL_ATTACKS.register("random_noise", aliases=("random", "noise"))
 class RandomNoise(UniversalAttack):
     """Uniform random noise in the L-inf ball (control)."""
 

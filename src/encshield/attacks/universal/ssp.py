@@ -32,16 +32,16 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal._ascent import SignAscentConfig, perturb, sign_ascent
 from encshield.attacks.universal.base import (
+    UNIVERSAL_ATTACKS,
     ActivationTap,
     FitContext,
     UniversalAttack,
-    register_attack,
 )
 
 __all__ = ["SSP"]
 
 
-@register_attack("ssp")
+@UNIVERSAL_ATTACKS.register("ssp")
 class SSP(UniversalAttack):
     """Universal SSP: maximise the distortion of squared intermediate activations."""
 

@@ -29,8 +29,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from encshield.attacks.universal._classifier import ClassifierAttack, ClassifierAttackConfig, LogitsFn
-from encshield.attacks.universal.base import FitContext, register_attack
+from encshield.attacks.universal._classifier import (
+    ClassifierAttack,
+    ClassifierAttackConfig,
+    LogitsFn,
+)
+from encshield.attacks.universal.base import UNIVERSAL_ATTACKS, FitContext
 
 __all__ = ["UAP", "deepfool"]
 
@@ -84,7 +88,7 @@ def deepfool(
     return ((1 + overshoot) * r_total).detach()
 
 
-@register_attack("uap")
+@UNIVERSAL_ATTACKS.register("uap")
 class UAP(ClassifierAttack):
     """Universal adversarial perturbation by accumulated DeepFool steps on a surrogate classifier."""
 

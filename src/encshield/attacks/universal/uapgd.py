@@ -28,13 +28,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from encshield.attacks.universal._classifier import ClassifierAttack, ClassifierAttackConfig, LogitsFn
-from encshield.attacks.universal.base import FitContext, register_attack
+from encshield.attacks.universal._classifier import (
+    ClassifierAttack,
+    ClassifierAttackConfig,
+    LogitsFn,
+)
+from encshield.attacks.universal.base import UNIVERSAL_ATTACKS, FitContext
 
 __all__ = ["UAPGD"]
 
 
-@register_attack("uapgd", aliases=("uapepgd", "upgd"))
+@UNIVERSAL_ATTACKS.register("uapgd", aliases=("uapepgd", "upgd"))
 class UAPGD(ClassifierAttack):
     """Universal perturbation from per-image momentum sign-PGD steps on a surrogate classifier."""
 

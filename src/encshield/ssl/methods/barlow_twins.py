@@ -27,7 +27,6 @@ class BarlowTwinsConfig(MethodConfig):
 
 @METHODS.register("barlow_twins", aliases=("barlow", "barlowtwins", "barlow-twins"))
 class BarlowTwins(SSLMethod):
-    name = "barlow_twins"
     Config = BarlowTwinsConfig
     augment_preset = "byol"
 

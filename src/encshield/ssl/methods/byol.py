@@ -21,7 +21,6 @@ class BYOLConfig(MethodConfig):
 
 @METHODS.register("byol")
 class BYOL(SSLMethod):
-    name = "byol"
     Config = BYOLConfig
     augment_preset = "byol"
 

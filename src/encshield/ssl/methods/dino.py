@@ -111,7 +111,6 @@ class DINOHead(nn.Module):
 
 @METHODS.register("dino")
 class DINO(SSLMethod):
-    name = "dino"
     Config = DINOConfig
     augment_preset = "byol"
 

@@ -34,7 +34,6 @@ class MoCoV2PlusConfig(MethodConfig):
 
 @METHODS.register("mocov2plus", aliases=("mocov2+",))
 class MoCoV2Plus(SSLMethod):
-    name = "mocov2plus"
     Config = MoCoV2PlusConfig
     augment_preset = "simclr"
 

@@ -31,7 +31,6 @@ class MoCoV3Config(MethodConfig):
 
 @METHODS.register("mocov3")
 class MoCoV3(SSLMethod):
-    name = "mocov3"
     Config = MoCoV3Config
     augment_preset = "byol"
 

@@ -36,7 +36,6 @@ class NNCLRConfig(MethodConfig):
 
 @METHODS.register("nnclr")
 class NNCLR(SSLMethod):
-    name = "nnclr"
     Config = NNCLRConfig
     augment_preset = "byol"
 

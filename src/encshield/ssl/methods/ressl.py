@@ -38,7 +38,6 @@ class ReSSLConfig(MethodConfig):
 
 @METHODS.register("ressl")
 class ReSSL(SSLMethod):
-    name = "ressl"
     Config = ReSSLConfig
     augment_preset = "ressl"
 

@@ -19,7 +19,6 @@ class SimCLRConfig(MethodConfig):
 
 @METHODS.register("simclr")
 class SimCLR(SSLMethod):
-    name = "simclr"
     Config = SimCLRConfig
     augment_preset = "simclr"
 

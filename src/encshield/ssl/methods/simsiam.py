@@ -30,7 +30,6 @@ class SimSiamConfig(MethodConfig):
 
 @METHODS.register("simsiam")
 class SimSiam(SSLMethod):
-    name = "simsiam"
     Config = SimSiamConfig
     augment_preset = "simclr"
 

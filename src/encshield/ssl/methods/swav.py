@@ -42,7 +42,6 @@ class SwAVConfig(MethodConfig):
 
 @METHODS.register("swav")
 class SwAV(SSLMethod):
-    name = "swav"
     Config = SwAVConfig
     augment_preset = "simclr"
 

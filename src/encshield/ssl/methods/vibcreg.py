@@ -62,7 +62,6 @@ class IterNorm(nn.Module):
 
 @METHODS.register("vibcreg")
 class VIbCReg(SSLMethod):
-    name = "vibcreg"
     Config = VIbCRegConfig
     augment_preset = "simclr"
 

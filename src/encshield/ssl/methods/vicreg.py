@@ -27,7 +27,6 @@ class VICRegConfig(MethodConfig):
 
 @METHODS.register("vicreg")
 class VICReg(SSLMethod):
-    name = "vicreg"
     Config = VICRegConfig
     augment_preset = "byol"
 

@@ -40,7 +40,6 @@ class WMSEConfig(MethodConfig):
 
 @METHODS.register("wmse", aliases=("w-mse", "w_mse"))
 class WMSE(SSLMethod):
-    name = "wmse"
     Config = WMSEConfig
     augment_preset = "simclr"
 
