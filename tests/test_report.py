@@ -459,7 +459,7 @@ def test_an_unwritable_report_folder_is_one_line(db: Path, tmp_path: Path,
     """A report file that cannot be written: one line, not a traceback."""
     (tmp_path / "out" / "report.md").mkdir(parents=True)  # where the file must go
     assert main(["report", str(db), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
-    assert "cannot write the report to" in _one_line_error(capsys)
+    assert "report.md is a directory" in _one_line_error(capsys)
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,10 +175,48 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
-def load_config(model: type[M], path: str | Path | None, overrides: Sequence[str] = ()) -> M:
-    """Read a YAML file (optional), apply overrides, validate."""
+def read_overrides(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The raw settings a user gave: a YAML file (optional), then every ``--set KEY=VALUE``
+    (dotted keys for nested fields), with budgets such as ``8/255`` turned into floats."""
     raw = read_yaml(path) if path is not None else {}
-    return validate(model, apply_overrides(raw, overrides))
+    return parse_fractions(apply_overrides(raw, overrides))  # type: ignore[no-any-return]
+
+
+def merge(base: dict[str, Any], update: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    """Merge ``update`` into ``base`` in place and return it; nested mappings merge key by key
+    (``{"attack": {"eps": 0.01}}`` keeps the other attack fields of ``base``)."""
+    items = update.model_dump() if isinstance(update, BaseModel) else update
+    for key, value in items.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def resolve(model: type[M], config: BaseModel | Mapping[str, Any] | None = None,
+            **overrides: Any) -> M:
+    """The one override merger: ``model``'s defaults, then ``config`` (a model or a mapping,
+    merged key by key), then ``overrides``; validated (errors name the field and the value).
+
+    Raises:
+        ConfigError: ``config`` of the wrong type, or an invalid field.
+    """
+    if config is not None and not isinstance(config, (BaseModel, Mapping)):
+        raise ConfigError(f"config must be a {model.__name__}, a mapping or None, got "
+                          f"{type(config).__name__}")
+    try:
+        raw = model().model_dump()
+    except ValidationError:  # a model with required fields: start from nothing
+        raw = {}
+    return validate(model, merge(merge(raw, config or {}), overrides))
+
+
+def load_config(model: type[M], path: str | Path | None, overrides: Sequence[str] = ()) -> M:
+    """Read a YAML file (optional), apply ``--set`` overrides, validate."""
+    return validate(model, read_overrides(path, overrides))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Downstream heads on a frozen encoder: the "no defense" model of the DAE protocol.
 
-The protocol of the CGCL family (AdvEncoder, Gen-AF, ZePAD; METHODS.md 1.3-1.4): the encoder is
+The protocol of the CGCL family (AdvEncoder, Gen-AF, ZePAD; docs/methods.md, "Downstream head"): the encoder is
 frozen in eval mode, no augmentation is used, and a head (the 3-layer MLP by default) is trained
 with Adam (lr 5e-3, weight decay 8e-4), ExponentialLR(0.96) per epoch, batch 256, 20 epochs,
 cross-entropy; the last epoch's head is kept. Because the encoder is frozen and the inputs are not
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encshield.evaluation.features import extract_features
 from encshield.models import Classifier, Encoder, build_head
+from encshield.models.features import extract_features
 
 
 @dataclass

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from encshield.errors import ConfigError
-from encshield.provenance import machine_info, now_iso, to_jsonable, version_info, write_json
+from encshield.provenance import (
+    machine_info,
+    now_iso,
+    to_jsonable,
+    version_info,
+    write_json,
+)
 
 __all__ = ["AttackRecord", "DefenseRecord", "EncoderEvalRecord", "Record"]
 

@@ -10,7 +10,11 @@
 """
 
 from encshield.attacks.perturbation import Perturbation
-from encshield.attacks.universal import UNIVERSAL_ATTACKS, UniversalAttack, fit_universal
+from encshield.attacks.universal import (
+    UNIVERSAL_ATTACKS,
+    UniversalAttack,
+    fit_universal,
+)
 from encshield.attacks.whitebox import (
     BPDA,
     WHITEBOX_ATTACKS,

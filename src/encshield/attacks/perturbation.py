@@ -8,11 +8,11 @@ PNG.
 * ``kind="additive"``: ``delta`` is float32 ``(3, H, W)`` with ``|delta| <= eps``;
   ``apply(x) = clamp(x + delta, 0, 1)``. ``apply(x, clamp=False)`` gives the unclamped ``x + delta``
   of the CGCL-family code (AdvEncoder, Gen-AF, ZePAD evaluate on ``x + delta`` without clipping,
-  METHODS.md 1.5 / 8.2); it is a named compatibility option, not the default.
+  docs/methods.md, "Metrics" and "Universal attacks"); it is a named compatibility option, not the default.
 * ``kind="patch"``: ``delta`` holds the patch pixels, float32 ``(3, h, w)`` in [0, 1], pasted with
   its top-left corner at ``position = (top, left)``: ``x * (1 - m) + patch * m`` (Adv-PAT,
   Zhou et al., ICCV 2023). Its patch pixels live in [0, 1] (not the normalised-range quirk of the
-  official code, METHODS.md 6.1).
+  official code, docs/methods.md, "Universal attacks").
 
 The image size a perturbation was made for is part of it: applying it to images of another size
 raises :class:`PerturbationError` naming both sizes (no silent resize).
@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 
 from encshield.errors import CheckpointError, ConfigError
 from encshield.images import check_images
+from encshield.provenance import atomic_path
 
 __all__ = ["BUDGET_TOLERANCE", "Perturbation", "PerturbationError", "paste_patch"]
 
@@ -422,16 +422,9 @@ class Perturbation:
             canvas[:, : panel.shape[1], offset : offset + panel.shape[2]] = panel
             offset += panel.shape[2] + gap
         array = (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        dst = Path(path)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             Image.fromarray(array, mode="RGB").save(tmp, format="PNG")
-            os.replace(tmp, dst)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return dst
+        return Path(path)
 
     # ------------------------------------------------------------------------------- misc
 

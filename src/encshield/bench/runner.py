@@ -20,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from encshield.bench.cells import run_cell
-from encshield.bench.spec import BenchConfig, Cell, encoder_identity, expand, validate_bench
+from encshield.bench.spec import (
+    BenchConfig,
+    Cell,
+    encoder_identity,
+    expand,
+    validate_bench,
+)
 from encshield.bench.store import CellRecord, ResultsStore, require_resume
 from encshield.config import config_hash
-from encshield.evaluation.records import now_iso as now
+from encshield.progress import progress as progress_bar
+from encshield.provenance import machine_info, now_iso, version_info
 
 __all__ = ["BenchSummary", "run_bench"]
 
@@ -46,18 +53,6 @@ def _env_threads() -> int | None:
     except ValueError:
         return None
     return value if value > 0 else None
-
-
-def _versions() -> dict[str, str]:
-    from encshield.evaluation.records import version_info
-
-    return version_info()
-
-
-def _machine(device: str) -> dict[str, Any]:
-    from encshield.evaluation.records import machine_info
-
-    return machine_info(device)
 
 
 def _dep_payload(store: ResultsStore, cell: Cell) -> list[dict[str, Any]]:
@@ -106,7 +101,7 @@ def run_bench(
         require_resume(store, resume)
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("config_hash", config_hash(config))
-        store.set_meta("created", store.meta("created") or now())
+        store.set_meta("created", store.meta("created") or now_iso())
         store.set_meta("cells", [c.id for c in cells])  # the report shows this matrix's cells
         done = store.done_ids()
         needed = {c.id for c in cells}
@@ -128,17 +123,11 @@ def run_bench(
 
 def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, progress: bool,
              log: Callable[[str], None], already: int, total: int) -> None:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
     workers = max(1, min(config.workers, len(pending) or 1))
     threads = config.threads or _env_threads() or max(1, (os.cpu_count() or 1) // workers)
     waiting = list(pending)
     done = store.done_ids()
-    columns = (TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("bench", total=total, completed=already, stage="")
+    with progress_bar("bench", total, enabled=progress, completed=already) as bar:
         pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
                 if workers > 1 else None)
         running: dict[Future[Any], tuple[Cell, float]] = {}
@@ -150,14 +139,14 @@ def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, p
                     args = (cell.kind, cell.params, _dep_payload(store, cell),
                             str(store.artifacts), cell.id, config.data_root, config.device,
                             threads)
-                    bar.update(task, stage=cell.title)
+                    bar(0, info=cell.title)
                     if pool is None:
                         begin = time.perf_counter()
                         output = run_cell(*args)
                         _store(store, cell, output, time.perf_counter() - begin, config.device)
                         done.add(cell.id)
                         log(f"done {cell.kind} {cell.id}: {cell.title}")
-                        bar.update(task, advance=1)
+                        bar(1)
                     else:
                         running[pool.submit(run_cell, *args)] = (cell, time.perf_counter())
                 if not running:
@@ -171,8 +160,7 @@ def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, p
                            config.device)
                     done.add(cell.id)
                     log(f"done {cell.kind} {cell.id}: {cell.title}")
-                    bar.update(task, advance=1,
-                               stage=", ".join(c.title for c, _ in running.values())[:80])
+                    bar(1, info=", ".join(c.title for c, _ in running.values())[:80])
         finally:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -182,6 +170,6 @@ def _store(store: ResultsStore, cell: Cell, output: Any, seconds: float, device:
     result, artifacts, metrics = output
     record = CellRecord(
         id=cell.id, kind=cell.kind, title=cell.title, params=cell.params, deps=list(cell.deps),
-        config_hash=cell.id, result=result, artifacts=artifacts, versions=_versions(),
-        machine=_machine(device), device=device, wall_time_s=round(seconds, 3), finished=now())
+        config_hash=cell.id, result=result, artifacts=artifacts, versions=version_info(),
+        machine=machine_info(device), device=device, wall_time_s=round(seconds, 3), finished=now_iso())
     store.add(record, metrics)

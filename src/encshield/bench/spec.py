@@ -36,7 +36,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from encshield.budgets import budget_label
-from encshield.config import apply_overrides, check_finite, parse_fractions, read_yaml, validate
+from encshield.config import (
+    apply_overrides,
+    check_finite,
+    parse_fractions,
+    read_yaml,
+    validate,
+)
 from encshield.errors import ConfigError
 from encshield.workflows.specs import encoder_identity
 
@@ -195,7 +201,7 @@ def load_bench_config(path: str | os.PathLike[str] | None, overrides: list[str] 
     data: dict[str, Any] = dict(raw or {})
     if path is not None:
         data.update(read_yaml(path))
-    data = parse_fractions(apply_overrides(data, list(overrides or [])))
+    data = parse_fractions(apply_overrides(data, list(overrides or [])))  # --set on the file
     check_finite(data)
     return validate(BenchConfig, data)
 

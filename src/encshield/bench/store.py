@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from encshield.errors import ConfigError
+from encshield.provenance import dumps_strict, to_jsonable
 
 try:  # POSIX; elsewhere stores are not locked
     import fcntl
@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "CellRecord", "ResultsStore", "artifacts_dir",
-           "check_output", "finite_json", "inspect_store", "require_resume",
+           "check_output", "inspect_store", "require_resume",
            "safe_artifact_path"]
 
 #: SQLite ``PRAGMA application_id`` of encshield results stores (ASCII ``EncS``).
@@ -84,17 +84,6 @@ def artifacts_dir(db_path: str | os.PathLike[str]) -> Path:
     """``results.db`` -> ``results.artifacts/`` (perturbations and models of the store)."""
     path = Path(db_path)
     return path.with_name(path.stem + ".artifacts")
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with ``nan``/``inf`` replaced by ``None``, so that it is standard JSON."""
-    if isinstance(value, Mapping):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _uri(path: Path, *, immutable: bool) -> str:
@@ -431,7 +420,7 @@ class ResultsStore:
             for row in metrics:
                 self._db.execute(
                     f"INSERT INTO metrics VALUES ({','.join('?' * len(METRIC_COLUMNS))})",
-                    tuple(finite_json(row.get(c)) for c in METRIC_COLUMNS))
+                    tuple(to_jsonable(row.get(c)) for c in METRIC_COLUMNS))
             self._db.execute("COMMIT")
         except sqlite3.IntegrityError as error:
             self._db.execute("ROLLBACK")
@@ -502,7 +491,7 @@ def safe_artifact_path(root: Path, relative: Any) -> Path | None:
 
 def _dump(value: Any) -> str:
     """Strict JSON text (non-finite numbers as ``null``; never ``NaN``/``Infinity``)."""
-    return json.dumps(finite_json(value), sort_keys=True, default=str, allow_nan=False)
+    return dumps_strict(value, indent=None, sort_keys=True)
 
 
 def _record(row: tuple[Any, ...]) -> CellRecord:

@@ -21,7 +21,12 @@ from encshield.checkpoints.api import (
     load_encoder,
     save_encoder,
 )
-from encshield.checkpoints.formats import FORMATS, CheckpointFormat, ImportedWeights, detect_format
+from encshield.checkpoints.formats import (
+    FORMATS,
+    CheckpointFormat,
+    ImportedWeights,
+    detect_format,
+)
 from encshield.checkpoints.native import (
     FORMAT_VERSION,
     check_output_path,

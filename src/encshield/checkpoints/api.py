@@ -38,11 +38,31 @@ from encshield.checkpoints.native import (
     write_native,
 )
 from encshield.checkpoints.safe_pickle import safe_torch_load, sniff_container
-from encshield.checkpoints.validation import check_finite, check_state_shapes, meta_state_shapes
-from encshield.errors import CheckpointError, CheckpointKeyError, ChecksumMismatchError, ConfigError
-from encshield.models.encoder import Encoder, Provenance, build_encoder, normalize_input_size
+from encshield.checkpoints.validation import (
+    check_finite,
+    check_state_shapes,
+    meta_state_shapes,
+)
+from encshield.errors import (
+    CheckpointError,
+    CheckpointKeyError,
+    ChecksumMismatchError,
+    ConfigError,
+)
+from encshield.models.encoder import (
+    Encoder,
+    Provenance,
+    build_encoder,
+    normalize_input_size,
+)
 from encshield.models.normalization import Normalization, build_normalization
-from encshield.models.resnet import ARCHITECTURES, STEMS, ResNet, build_backbone, check_width
+from encshield.models.resnet import (
+    ARCHITECTURES,
+    STEMS,
+    ResNet,
+    build_backbone,
+    check_width,
+)
 
 __all__ = [
     "LoadedCheckpoint",

@@ -30,6 +30,7 @@ import torch
 from encshield.checkpoints.safe_pickle import to_plain
 from encshield.checkpoints.validation import validate_metadata
 from encshield.errors import CheckpointError
+from encshield.provenance import to_jsonable
 from encshield.registry import Registry
 
 __all__ = [
@@ -146,17 +147,6 @@ def _first_string(tree: Any, paths: list[tuple[str, ...]]) -> str | None:
     return None
 
 
-def _jsonable(obj: Any) -> Any:
-    """Plain metadata made JSON-safe (non-finite floats as strings)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return str(obj)
-    return obj
-
-
 def _split_head(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
     head = {k[len(prefix):]: sd.pop(k) for k in list(sd) if k.startswith(prefix)}
     return head or None
@@ -263,7 +253,7 @@ class SoloLearnFormat(CheckpointFormat):
                     metadata[key] = value
             hparams = to_plain(source.obj.get("hyper_parameters"))
             if isinstance(hparams, dict):
-                metadata["hyper_parameters"] = _jsonable(hparams)
+                metadata["hyper_parameters"] = to_jsonable(hparams)
                 ssl_method = _first_string(
                     hparams,
                     [("method",), ("cfg", "method"), ("args", "method"), ("name",)],

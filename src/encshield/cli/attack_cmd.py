@@ -29,16 +29,14 @@ __all__ = ["register"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from encshield.attacks import UNIVERSAL_ATTACKS
-    from encshield.config import load_config
+    from encshield.config import read_overrides
     from encshield.workflows import DataSpec, fit_attack
 
-    config = load_config(UNIVERSAL_ATTACKS.get(args.name).Config, args.config, args.overrides)
     surrogate = DataSpec.parse(args.surrogate, limit=args.limit, seed=args.seed, root=args.root)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     perturbation, record = fit_attack(
         args.name, args.encoder, surrogate, eps=args.eps, seed=args.seed,
-        overrides=config.model_dump(), image_size=args.image_size,
+        overrides=read_overrides(args.config, args.overrides), image_size=args.image_size,
         use_checkpoint_head=not args.no_checkpoint_head, device=args.device, progress=progress,
         output=args.output, png=args.png, png_scale=args.scale)
     summary = perturbation.summary()

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from encshield.config import parse_fractions
+from encshield.config import read_overrides
 from encshield.errors import ConfigError
 
 __all__ = ["flatten_config", "register"]
@@ -41,13 +41,6 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, 
         else:
             out.append((f"{prefix}{key}", value))
     return out
-
-
-def _raw_config(path: Path | None, overrides: list[str]) -> dict[str, Any]:
-    from encshield.config import apply_overrides, read_yaml
-
-    raw = read_yaml(path) if path is not None else {}
-    return parse_fractions(apply_overrides(raw, overrides))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -80,7 +73,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     data = DataSpec.parse(args.data, limit=args.limit, seed=args.seed, root=args.root)
     _, record = fit_defense(
         args.name, args.encoder, data, seed=args.seed,
-        overrides=_raw_config(args.config, args.overrides), image_size=args.image_size,
+        overrides=read_overrides(args.config, args.overrides), image_size=args.image_size,
         device=args.device, progress=args.progress, output=args.output)
     parts = [f"{record.name} on {data.text} ({record.num_train} images at "
              f"{record.data['image_size'][-1]} px)", f"{record.epochs} epochs",

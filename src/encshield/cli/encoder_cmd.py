@@ -108,7 +108,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     import torch
 
-    from encshield.checkpoints import check_output_path, inspect_checkpoint, save_encoder
+    from encshield.checkpoints import (
+        check_output_path,
+        inspect_checkpoint,
+        save_encoder,
+    )
     from encshield.models import build_encoder, check_width
 
     # refuse a bad output path or width before allocating anything

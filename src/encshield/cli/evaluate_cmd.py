@@ -79,6 +79,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add the ``evaluate`` command to the top-level sub-parsers."""
+    from encshield.models import HEADS
+
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a downstream model under universal and white-box attacks (DAE protocol)",
@@ -97,7 +99,7 @@ def register(subparsers: Any) -> None:
                         help="resize images to this size (default: the encoder's input size)")
     parser.add_argument("--train-split", default="train", help="split the head is trained on")
     parser.add_argument("--test-split", default="test", help="split the model is evaluated on")
-    parser.add_argument("--head", default="mlp", choices=["mlp", "linear", "badencoder_mlp"],
+    parser.add_argument("--head", default="mlp", choices=HEADS.names(),
                         help="downstream head (default mlp: the Gen-AF/ZePAD 3-layer MLP)")
     parser.add_argument("--head-epochs", type=_non_negative, default=20,
                         help="head training epochs (default 20)")

@@ -37,7 +37,12 @@ from encshield.data.formats.stl10 import Stl10
 from encshield.data.formats.svhn import Svhn
 from encshield.data.formats.tiny_imagenet import TinyImageNet
 from encshield.data.imaging import MixedSizesError, Size, normalize_size, resize_images
-from encshield.errors import ConfigError, DatasetCorruptError, DatasetError, DatasetNotFoundError
+from encshield.errors import (
+    ConfigError,
+    DatasetCorruptError,
+    DatasetError,
+    DatasetNotFoundError,
+)
 from encshield.registry import Registry
 
 #: Registered dataset formats (name -> :class:`DatasetFormat` instance).

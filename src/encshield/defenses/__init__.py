@@ -15,13 +15,6 @@
   of the chosen layers, interpolation) and the two-stage defense :class:`GenAF` built on them.
 """
 
-from encshield.defenses.losses import (
-    genetic_regularization,
-    mart_loss,
-    pgd_at_loss,
-    trades_inner_objective,
-    trades_loss,
-)
 from encshield.defenses.base import (
     DEFENSES,
     Defense,
@@ -35,14 +28,21 @@ from encshield.defenses.finetuning import (
     FinetuningDefense,
     check_no_parameter_grads,
 )
-from encshield.defenses.none import NoDefense, NoDefenseConfig
-from encshield.defenses.standard import StandardFinetuning
-from encshield.defenses.pgd_at import PGDAdversarialTraining
-from encshield.defenses.trades import TRADES, TRADESConfig
-from encshield.defenses.mart import MART, MARTConfig
-from encshield.defenses.genaf_stage1 import GenAFStage1, GenAFStage1Config
 from encshield.defenses.genaf import GenAF, GenAFConfig
+from encshield.defenses.genaf_stage1 import GenAFStage1, GenAFStage1Config
 from encshield.defenses.io import describe_head, load_classifier, save_classifier
+from encshield.defenses.losses import (
+    genetic_regularization,
+    mart_loss,
+    pgd_at_loss,
+    trades_inner_objective,
+    trades_loss,
+)
+from encshield.defenses.mart import MART, MARTConfig
+from encshield.defenses.none import NoDefense, NoDefenseConfig
+from encshield.defenses.pgd_at import PGDAdversarialTraining
+from encshield.defenses.standard import StandardFinetuning
+from encshield.defenses.trades import TRADES, TRADESConfig
 
 __all__ = [
     "DEFENSES",

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from encshield.config import validate
+from encshield.config import resolve
 from encshield.data import ImageDataset
 from encshield.models import Classifier, Encoder
 from encshield.records import DefenseRecord
@@ -75,11 +75,7 @@ class Defense:
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
 
     def __init__(self, config: DefenseConfig | dict[str, Any] | None = None, **overrides: Any):
-        raw = self.Config().model_dump()  # defaults, so nested overrides merge into them
-        given = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
-        _merge(raw, given)
-        _merge(raw, overrides)
-        self.config = validate(self.Config, raw)
+        self.config = resolve(self.Config, config, **overrides)
         self._callbacks: list[Callback] = []
 
     def add_callback(self, callback: Callback) -> None:
@@ -111,18 +107,6 @@ class Defense:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
-    """Merge ``update`` into ``base`` in place; nested dicts are merged key by key (so
-    ``attack={"eps": 0.01}`` keeps the defense's other attack defaults)."""
-    for key, value in update.items():
-        if isinstance(value, BaseModel):
-            value = value.model_dump()
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")

@@ -9,19 +9,19 @@ Per epoch, over mini-batches shuffled by a generator seeded with the run's seed,
    restores the training mode; it differentiates w.r.t. the input only
    (``torch.autograd.grad``), so no attack gradient reaches a parameter's ``.grad``. The loop
    checks this after every attack and raises if a parameter has a gradient (Gen-AF's official
-   code leaks 10 attack steps of gradient into every update, METHODS.md 2.2/2.6; we refuse that).
+   code leaks 10 attack steps of gradient into every update, docs/methods.md, "Defenses"; we refuse that).
 2. the training forward in **train** mode and the per-defense loss hook
    :meth:`FinetuningDefense.loss` ``(model, x, x_adv, y) -> (loss, parts)``;
 3. one step of each optimiser.
 
 Normalisation lives inside the :class:`~encshield.models.Encoder`, so the attack and the
 training see the same function on [0, 1] images (the official Gen-AF code attacks the
-un-normalised model; METHODS.md 8.1).
+un-normalised model; docs/methods.md, "Defenses").
 
-Optimisation is Gen-AF's "dual track" (Zhou et al., IEEE S&P 2024; METHODS.md 2.2), used as the
+Optimisation is Gen-AF's "dual track" (Zhou et al., IEEE S&P 2024; docs/methods.md, "Defenses"), used as the
 family default: two Adam optimisers (encoder lr 1e-4, head lr 5e-3, both weight decay 8e-4),
 each with ExponentialLR(0.96) stepped per epoch. The optimisers and schedulers are created
-**once** per run (Gen-AF's stage-2 code re-creates Adam every epoch; METHODS.md 2.6). Whether the
+**once** per run (Gen-AF's stage-2 code re-creates Adam every epoch; docs/methods.md, "Defenses"). Whether the
 encoder trains is configurable (``train_encoder``; when false it stays frozen in eval mode).
 
 The head starts from a head trained on the frozen encoder's features
@@ -72,7 +72,7 @@ class AttackSettings(DefenseConfig):
 
 
 class FinetuningConfig(DefenseConfig):
-    """Settings of the shared loop (defaults: Gen-AF's dual track, METHODS.md 2.2)."""
+    """Settings of the shared loop (defaults: Gen-AF's dual track, docs/methods.md, "Defenses")."""
 
     epochs: int = Field(50, ge=0)
     batch_size: int = Field(256, ge=1)

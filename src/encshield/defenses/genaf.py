@@ -36,7 +36,7 @@ __all__ = ["GenAF", "GenAFConfig"]
 
 
 class GenAFConfig(DefenseConfig):
-    """Gen-AF stages 1 + 2 (METHODS.md 2.2, 2.3); every field has the official default.
+    """Gen-AF stages 1 + 2 (docs/methods.md, "Defenses"); every field has the official default.
 
     ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides merge
     into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the

@@ -1,6 +1,6 @@
 """``genaf_stage1``: Gen-AF stage 1, genetic-driven dual-track adversarial fine-tuning (Zhou, Hu,
 Zhang, Li, Li, Jin, "Securely Fine-tuning Pre-trained Encoders Against Adversarial Examples",
-IEEE S&P 2024), as specified in docs/METHODS.md 2.2.
+IEEE S&P 2024), as specified in docs/methods.md, "Defenses".
 
 * Dual track: encoder and head trained together with two Adam optimisers (encoder lr 1e-4, head
   lr 5e-3, weight decay 8e-4, ExponentialLR 0.96 per epoch): the shared loop's defaults.
@@ -18,7 +18,7 @@ IEEE S&P 2024), as specified in docs/METHODS.md 2.2.
     or, in logit space, the initial head on them; no gradient flows into the anchor), the
     "genetic" inheritance of the pre-trained topology the paper's name refers to.
 
-Deliberate differences from the official code (METHODS.md 2.6): the attack sees the same
+Deliberate differences from the official code (docs/methods.md, "Defenses"): the attack sees the same
 normalised model as training (normalisation inside the Encoder), attack gradients never reach the
 parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
 ``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack
@@ -39,8 +39,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from encshield.defenses.finetuning import AttackSettings, FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
+from encshield.defenses.finetuning import (
+    AttackSettings,
+    FinetuningConfig,
+    FinetuningDefense,
+)
 from encshield.defenses.losses import genetic_regularization
 from encshield.models import Classifier, Encoder
 

@@ -1,7 +1,7 @@
 """Gen-AF stage 2 building blocks: layer robustness sensitivity, the k least sensitive layers,
 fine-tuning of exactly those layers.
 
-Implements METHODS.md section 2.3 (Gen-AF, Zhou et al., "Securely Fine-tuning Pre-trained
+Implements docs/methods.md, "Defenses" (Gen-AF, Zhou et al., "Securely Fine-tuning Pre-trained
 Encoders Against Adversarial Examples", IEEE S&P 2024, ``standard_finetuning.py``) with the
 per-layer sensitivity of RiFT (Zhu et al., "Improving Generalization of Adversarial Training via
 Robust Critical Fine-Tuning", ICCV 2023), "module robust criticality" (MRC):
@@ -121,7 +121,7 @@ def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     For a :class:`~encshield.models.Classifier` this covers the encoder and the head: ResNet-18
     (no ``fc`` in our backbone) + ``mlp`` head gives 20 convolutions (3 of them the 1x1
-    downsample convolutions) + 3 linears = 23 candidates, as in METHODS.md 2.3. The official
+    downsample convolutions) + 3 linears = 23 candidates, as in docs/methods.md, "Defenses". The official
     code additionally skips names containing ``"sub"``; no module of ours is named so.
 
     Returns:

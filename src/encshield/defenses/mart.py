@@ -9,12 +9,11 @@ Outer loss: :func:`encshield.defenses.losses.mart_loss`
 
 from __future__ import annotations
 
-
 import torch
 from pydantic import Field
 
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.losses import mart_loss
 from encshield.models import Classifier
 

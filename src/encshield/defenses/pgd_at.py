@@ -8,11 +8,10 @@ PGD (eps 8/255, 10 steps of 2/255, uniform random start), the outer loss
 
 from __future__ import annotations
 
-
 import torch
 
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.losses import pgd_at_loss
 from encshield.models import Classifier
 

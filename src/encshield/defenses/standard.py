@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.models import Classifier
 
 __all__ = ["StandardFinetuning"]

@@ -12,13 +12,12 @@ use the shared loop's uniform random start in the eps-ball (the KL has a zero gr
 
 from __future__ import annotations
 
-
 import torch
 from pydantic import Field, model_validator
 
 from encshield.attacks.whitebox import pgd
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.base import DEFENSES
+from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
 from encshield.defenses.losses import trades_inner_objective, trades_loss
 from encshield.models import Classifier
 

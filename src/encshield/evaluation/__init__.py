@@ -11,7 +11,7 @@
 * :mod:`~encshield.evaluation.records`: :class:`EvaluationRecord` (JSON round trip).
 """
 
-from encshield.evaluation.features import extract_features
+from encshield.evaluation.evaluate import evaluate_classifier
 from encshield.evaluation.knn import knn_accuracy, knn_predict
 from encshield.evaluation.linear_probe import linear_probe
 from encshield.evaluation.metrics import (
@@ -27,10 +27,14 @@ from encshield.evaluation.metrics import (
     target_hit_rate,
     tpr_at_fpr,
 )
-from encshield.evaluation.evaluate import evaluate_classifier
+from encshield.evaluation.records import (
+    AttackMetrics,
+    EvaluationRecord,
+    PerSampleRecord,
+)
 from encshield.evaluation.specs import WhiteboxSpec, parse_whitebox
 from encshield.evaluation.subsets import select_subset
-from encshield.evaluation.records import AttackMetrics, EvaluationRecord, PerSampleRecord
+from encshield.models.features import extract_features
 
 __all__ = [
     "AttackMetrics",

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encshield.evaluation.features import extract_features
+from encshield.models.features import extract_features
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from encshield.evaluation.features import extract_features
+from encshield.models.features import extract_features
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ smaller last batch (see :func:`mean_of_batch_accuracies`, kept only to reproduce
 bias). Inputs are 1-D tensors (or anything :func:`torch.as_tensor` accepts) on any device; the
 results are Python floats.
 
-Three incompatible "ASR"s exist in the literature (METHODS.md 1.5, 5.4); each has its own name here:
+Three incompatible "ASR"s exist in the literature (docs/methods.md, "Metrics"); each has its own name here:
 
 ==========================  =====================================================  ==============
 name                        definition                                             used as "ASR"
@@ -228,7 +228,7 @@ def target_hit_rate(
     """Fraction of triggered/attacked inputs classified as the attacker's ``target`` class.
 
     By default over **all** inputs, including those whose true class is the target (BadEncoder's
-    ASR, METHODS.md 5.4). With ``exclude_target_class=True`` the inputs whose label equals the
+    ASR, docs/methods.md, "Metrics"). With ``exclude_target_class=True`` the inputs whose label equals the
     target are left out (the stricter convention of most backdoor papers); ``labels`` is then
     required.
 

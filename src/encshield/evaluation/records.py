@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-
 from encshield.errors import ConfigError
 from encshield.evaluation.metrics import SUMMARY_KEYS
 from encshield.provenance import atomic_write, machine_info, now_iso, version_info

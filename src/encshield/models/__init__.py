@@ -10,6 +10,7 @@
 
 from encshield.models.classifier import Classifier
 from encshield.models.encoder import OUTPUT_LAYER, Encoder, Provenance, build_encoder
+from encshield.models.features import extract_features
 from encshield.models.heads import HEADS, MLPClassifier, ProjectionMLP, build_head
 from encshield.models.normalization import (
     NORMALIZATIONS,
@@ -53,5 +54,6 @@ __all__ = [
     "build_encoder",
     "build_head",
     "build_normalization",
+    "extract_features",
     "check_width",
 ]

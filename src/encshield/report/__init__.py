@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from encshield.errors import ConfigError
+from encshield.provenance import atomic_write
 from encshield.report.aggregate import (
     AggregateRow,
     ResultTable,
@@ -291,7 +292,4 @@ def _write_markdown(data: ReportData, out: Path) -> Path:
 
 def _write_text(path: Path, text: str) -> Path:
     """Write atomically (temporary file + rename), so a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from encshield.provenance import to_jsonable
 from encshield.report.aggregate import METRICS, AggregateRow, ResultTable
 
 if TYPE_CHECKING:
@@ -125,7 +126,6 @@ def report_json(data: ReportData) -> dict[str, Any]:
 
 def report_json_text(data: ReportData) -> str:
     """:func:`report_json` as indented, standard JSON text (no ``NaN``)."""
-    from encshield.bench.store import finite_json
 
-    return json.dumps(finite_json(report_json(data)), indent=2, default=str,
+    return json.dumps(to_jsonable(report_json(data)), indent=2, default=str,
                       allow_nan=False) + "\n"

@@ -14,7 +14,6 @@ the end ``encoder.safetensors`` plus ``result.json``.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from encshield import __version__
 from encshield.config import config_hash
 from encshield.errors import CheckpointError, ConfigError
 from encshield.optim import OptimizerConfig, build_optimizer, set_lr, warmup_cosine
+from encshield.progress import progress
+from encshield.provenance import atomic_path, atomic_write, write_json
 from encshield.ssl.augment import AugmentConfig, make_views, preset
 from encshield.ssl.methods import METHODS, SSLMethod
 
@@ -97,14 +98,6 @@ class PretrainConfig(BaseModel):
     @classmethod
     def _known_method(cls, value: str) -> str:
         return METHODS.canonical(value)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -184,7 +177,8 @@ class Pretrainer:
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
         }
-        _atomic_torch_save(state, self.output_dir / STATE_FILE)
+        with atomic_path(self.output_dir / STATE_FILE) as tmp:
+            torch.save(state, tmp)
 
     def load_state(self) -> None:
         path = self.output_dir / STATE_FILE
@@ -228,9 +222,7 @@ class Pretrainer:
                 continue
             if int(record.get("step", 0)) <= self.step:
                 kept.append(line)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, "".join(line + "\n" for line in kept))
 
     # -- monitoring ------------------------------------------------------------------------
     def knn(self) -> dict[str, float]:
@@ -288,8 +280,6 @@ class Pretrainer:
     # -- the loop --------------------------------------------------------------------------
     def run(self, resume: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
         """Train to the end of the schedule, or pause at ``stop_at_step`` (see :func:`pretrain`)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         self.output_dir.mkdir(parents=True, exist_ok=True)
         state_path = self.output_dir / STATE_FILE
         if resume and state_path.exists():
@@ -306,15 +296,10 @@ class Pretrainer:
         cfg = self.config
         log = open(self.output_dir / LOG_FILE, "a", encoding="utf-8")
         self.method.train()
-        columns = (
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        )
         started = time.perf_counter()
         window_start, window_images = time.perf_counter(), 0
-        with Progress(*columns, disable=not self.progress) as bar:
-            task = bar.add_task(f"{cfg.method} pre-training", total=self.total_steps,
-                                completed=self.step, info="")
+        with progress(f"{cfg.method} pre-training", self.total_steps, enabled=self.progress,
+                      completed=self.step) as bar:
             end = self.total_steps if stop_at_step is None else min(stop_at_step, self.total_steps)
             while self.step < end:
                 losses = self.train_step()
@@ -329,7 +314,7 @@ class Pretrainer:
                     }
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    bar.update(task, info=f"loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
+                    bar(0, info=f"loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
                     window_start, window_images = time.perf_counter(), 0
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if epoch_end or self.step % cfg.checkpoint_every_steps == 0:
@@ -340,7 +325,7 @@ class Pretrainer:
                     record = {"step": self.step, "epoch": self.step // self.steps_per_epoch, **self.knn()}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                bar.update(task, completed=self.step)
+                bar(completed=self.step)
         log.close()
         return self.finish(time.perf_counter() - started)
 
@@ -376,7 +361,7 @@ class Pretrainer:
         if cfg.knn.every_epochs:
             result.update(self.knn())
         name = "result.json" if finished else f"snapshot-step{self.step}.json"
-        (self.output_dir / name).write_text(json.dumps(result, indent=2))
+        write_json(self.output_dir / name, result)
         return result
 
 

@@ -16,7 +16,12 @@ from encshield.attacks import UNIVERSAL_ATTACKS, Perturbation
 from encshield.budgets import parse_budget
 from encshield.provenance import machine_info
 from encshield.records import AttackRecord
-from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resolve_encoder
+from encshield.workflows.specs import (
+    DataSpec,
+    EncoderSpec,
+    parse_device,
+    resolve_encoder,
+)
 
 __all__ = ["fit_attack"]
 

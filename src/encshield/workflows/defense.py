@@ -16,7 +16,12 @@ from encshield.errors import ConfigError
 from encshield.models import Classifier
 from encshield.provenance import machine_info
 from encshield.records import DefenseRecord
-from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resolve_encoder
+from encshield.workflows.specs import (
+    DataSpec,
+    EncoderSpec,
+    parse_device,
+    resolve_encoder,
+)
 
 __all__ = ["fit_defense"]
 

@@ -16,7 +16,12 @@ import torch
 from encshield.evaluation import knn_accuracy, linear_probe
 from encshield.provenance import machine_info
 from encshield.records import EncoderEvalRecord
-from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resolve_encoder
+from encshield.workflows.specs import (
+    DataSpec,
+    EncoderSpec,
+    parse_device,
+    resolve_encoder,
+)
 
 __all__ = ["evaluate_encoder"]
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from encshield.errors import ConfigError
-from encshield.evaluation.evaluate import PerturbationLike, evaluate_classifier
 from encshield.evaluation.describe import describe_encoder, describe_perturbation
+from encshield.evaluation.evaluate import PerturbationLike, evaluate_classifier
 from encshield.evaluation.records import EvaluationRecord
 from encshield.evaluation.specs import WhiteboxSpec, parse_whitebox
 from encshield.workflows.specs import (

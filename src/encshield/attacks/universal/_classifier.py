@@ -1,7 +1,7 @@
 """Shared machinery of the classifier-based universal attacks (UAP, UAPGD).
 
 UAP (Moosavi-Dezfooli et al., CVPR 2017) and UAPGD (Deng & Karam, ICIP 2020) need a classifier to
-fool. On an SSL encoder the attacker has none, so a *surrogate* classifier is used (METHODS.md
+fool. On an SSL encoder the attacker has none, so a *surrogate* classifier is used (docs/methods.md
 6.3): either ``surrogate_head`` (a head on the encoder's features, e.g. the checkpoint's online
 linear classifier, or a full classifier images -> logits), or, when it is absent and surrogate
 labels are given, a head trained on the attacker's surrogate data with

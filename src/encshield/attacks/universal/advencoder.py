@@ -1,5 +1,5 @@
 """``advencoder``: Adv-PER, the universal perturbation of AdvEncoder (Zhou, Li, Wang, Hu, Zhang,
-Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), METHODS.md 6.1.
+Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
 
 A generator ``G`` (DCGAN-style stack of transposed convolutions) maps a fixed noise vector ``z``
 (sampled once from the seed) to a ``3 x H x W`` map; the universal perturbation is

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
-from encshield.config import config_hash, validate
+from encshield.config import config_hash, resolve
 from encshield.errors import ConfigError, ImageRangeError
 from encshield.images import check_images, to_float
 from encshield.models.modules import frozen, module_device
@@ -55,7 +55,7 @@ __all__ = [
     "module_device",
 ]
 
-#: The DAE protocol's default L-inf budget (METHODS.md 6.3): 10/255 at any image size.
+#: The DAE protocol's default L-inf budget (docs/methods.md, "Universal attacks"): 10/255 at any image size.
 DEFAULT_EPS = 10 / 255
 
 #: Registry of universal attacks: name -> :class:`UniversalAttack` subclass.
@@ -308,19 +308,7 @@ class UniversalAttack:
     Config: ClassVar[type[AttackConfig]] = AttackConfig
 
     def __init__(self, config: AttackConfig | dict[str, Any] | None = None, **overrides: Any):
-        if isinstance(config, BaseModel):
-            raw = config.model_dump()
-        elif config is None:
-            raw = {}
-        elif isinstance(config, dict):
-            raw = dict(config)
-        else:
-            raise ConfigError(
-                f"{self.name} config must be a {self.Config.__name__}, a dict or None, got "
-                f"{type(config).__name__}"
-            )
-        raw.update(overrides)
-        self.config = validate(self.Config, raw)
+        self.config = resolve(self.Config, config, **overrides)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

@@ -1,5 +1,5 @@
 """``pap``: Pre-trained Adversarial Perturbations / L4A, "Lure for Attack" (Ban & Dong,
-"Pre-trained Adversarial Perturbations", NeurIPS 2022), METHODS.md 6.2.
+"Pre-trained Adversarial Perturbations", NeurIPS 2022), docs/methods.md, "Universal attacks".
 
 Label-free, low-level feature attack on a pre-trained encoder: maximise the energy (mean squared
 activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient ascent
@@ -7,7 +7,7 @@ activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient as
 ``[-eps, eps]``. Three variants:
 
 * ``base`` (L4A_base): ``mean(phi_l(x + delta)^2)``, ``l`` = ``layer`` (default ``layer1``; the
-  PAP README hooks the stem of its ImageNet ResNet, METHODS.md 6.2 allows conv1/bn1/relu or
+  PAP README hooks the stem of its ImageNet ResNet, docs/methods.md, "Universal attacks" allows conv1/bn1/relu or
   layer1 for the family's encoders). On a CIFAR-stem ResNet (one 3x3 convolution, no max-pool)
   the stem is too shallow: chosen on the attacker's side only (mean cosine distance of the
   encoder's embedding between x and x + delta on held-out Tiny-ImageNet images, zoo SimCLR tiny
@@ -15,7 +15,7 @@ activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient as
   0.008), ``layer1`` 0.138 (SSP: 0.197). ``layer="relu"`` gives the README's stem variant.
 * ``fuse`` (L4A_fuse): ``mean(phi_l^2) + fuse_weight * mean(phi_l2^2)`` with ``l2`` =
   ``fuse_layer`` (default ``relu``, the stem: the pair stem + layer1). ``fuse_weight`` defaults
-  to 1.0 (both layers weighted equally; METHODS.md gives no value for it; configurable).
+  to 1.0 (both layers weighted equally; the method notes give no value for it; configurable).
 * ``ugs`` (L4A_ugs, uniform Gaussian sampling): every step concatenates ``noise_images`` (8)
   Gaussian-noise images to the real batch and maximises
   ``mean(phi_l(noise + delta)^2) + real_weight * mean(phi_l(real + delta)^2)``,

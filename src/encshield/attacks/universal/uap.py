@@ -1,7 +1,7 @@
 """``uap``: Universal Adversarial Perturbations (Moosavi-Dezfooli, Fawzi, Fawzi, Frossard,
 "Universal adversarial perturbations", CVPR 2017), on a surrogate classifier of the encoder.
 
-Algorithm (paper, Alg. 1; METHODS.md 6.3): ``delta = 0``; pass over the surrogate images in a
+Algorithm (paper, Alg. 1; docs/methods.md, "Universal attacks"): ``delta = 0``; pass over the surrogate images in a
 seeded random order; whenever the surrogate classifier's label of ``x + delta`` still equals its
 label of ``x``, add the DeepFool perturbation of ``x + delta`` (Moosavi-Dezfooli et al.,
 CVPR 2016: top-10 candidate classes, overshoot 0.02, at most 50 iterations) and project delta onto
@@ -14,7 +14,7 @@ DeepFool step (``|f_k| / ||w_k||_2`` along ``w_k``) followed by the L-inf projec
 reference implementations; ``norm="linf"`` uses DeepFool's L-inf variant (``|f_k| / ||w_k||_1``
 along ``sign(w_k)``), which spends the budget faster.
 
-Deviations from the PAP-repo baseline (METHODS.md 6.3): no data augmentation of the surrogate
+Deviations from the PAP-repo baseline (docs/methods.md, "Universal attacks"): no data augmentation of the surrogate
 images; images are clamped to [0, 1] whenever ``x + delta`` is fed to the model (the encoder's
 pixel contract), so DeepFool works on the clamped image. The surrogate classifier is described in
 :mod:`encshield.attacks.universal._classifier`.

@@ -2,7 +2,7 @@
 adversarial attack via enhanced projected gradient descent", ICIP 2020; "UAPEPGD" in the PAP
 repository), on a surrogate classifier of the encoder.
 
-Algorithm (METHODS.md 6.3): walk over the surrogate images in a seeded random order; for each
+Algorithm (docs/methods.md, "Universal attacks"): walk over the surrogate images in a seeded random order; for each
 image the surrogate classifier does not yet misclassify (prediction on ``x + delta`` equal to the
 prediction on ``x``), run at most ``steps`` (10) steps of a momentum-like sign-PGD on a per-image
 perturbation ``delta0`` (starting at 0) that maximises the cross-entropy of the surrogate logits of

@@ -26,7 +26,10 @@ from encshield.attacks.whitebox.base import (
     local_generator,
     prepare_inputs,
 )
-from encshield.attacks.whitebox.objectives import feature_cosine_distance, feature_l2_distance
+from encshield.attacks.whitebox.objectives import (
+    feature_cosine_distance,
+    feature_l2_distance,
+)
 from encshield.attacks.whitebox.pgd import _pgd_once
 from encshield.errors import ConfigError
 from encshield.registry import Registry

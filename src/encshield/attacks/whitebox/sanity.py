@@ -46,7 +46,11 @@ from encshield.attacks.whitebox.base import (
     usable,
 )
 from encshield.attacks.whitebox.fgsm import fgsm
-from encshield.attacks.whitebox.objectives import Objective, cw_margin, resolve_objective
+from encshield.attacks.whitebox.objectives import (
+    Objective,
+    cw_margin,
+    resolve_objective,
+)
 from encshield.errors import ConfigError
 
 __all__ = ["SanityFlag", "sanity_check"]

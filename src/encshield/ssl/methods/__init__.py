@@ -1,6 +1,5 @@
 """SSL methods, one file each, registered by name in :data:`METHODS`."""
 
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
 from encshield.ssl.methods import (  # noqa: F401  (registration)
     barlow_twins,
     byol,
@@ -16,5 +15,6 @@ from encshield.ssl.methods import (  # noqa: F401  (registration)
     vicreg,
     wmse,
 )
+from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
 
 __all__ = ["METHODS", "MethodConfig", "SSLMethod", "momentum_copy"]

@@ -23,8 +23,8 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from encshield.errors import ConfigError
