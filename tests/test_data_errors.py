@@ -163,9 +163,12 @@ def test_idx_truncated_and_count_mismatch(tmp_path: Path) -> None:
     df.write_idx(tmp_path / "mnist", gz=False)
     images = tmp_path / "mnist" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-10])
-    with pytest.raises(DatasetCorruptError, match="pixel bytes") as excinfo:
-        data.load("mnist", "train", root=tmp_path, cache=False)
-    corrupt_message(excinfo, str(images))
+    for call in (lambda: data.load("mnist", "train", root=tmp_path, cache=False),
+                 lambda: data.info("mnist", root=tmp_path)):
+        with pytest.raises(DatasetCorruptError, match="pixel bytes") as excinfo:
+            call()
+        corrupt_message(excinfo, str(images))
+    images.unlink()
     labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte"
     labels.write_bytes(df.idx_labels(np.zeros(7, dtype=np.uint8)))
     with pytest.raises(DatasetCorruptError, match="count mismatch"):
