@@ -197,3 +197,23 @@ def test_image_bomb(tmp_path: Path) -> None:
             lambda: data.load("cifar10", "train", root=tmp_path, cache=False), str(bomb)
         )
     assert peak[0] < PEAK, f"peak {peak[0] / 1e6:.0f} MB"
+
+
+def test_large_member_is_read_without_a_copy(tmp_path: Path) -> None:
+    """Bounded reading costs no more than the member itself (no chunk list joined at the end)."""
+    import os
+    import tarfile
+
+    from encshield.data.files import archive_container
+    from encshield.data.reading import read_one
+
+    payload = os.urandom(48 << 20)
+    archive = tmp_path / "big.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("stl10_binary/unlabeled_X.bin")
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    container = archive_container(archive)
+    with df.peak_memory() as peak:
+        assert read_one(container.entries[0]) == payload
+    assert peak[0] < 1.3 * len(payload), f"peak {peak[0] / 1e6:.0f} MB for {len(payload) / 1e6:.0f} MB"

@@ -196,16 +196,18 @@ def inflated_size(
 
 def read_capped(stream: Readable, limit: int) -> bytes:
     """Up to ``limit + 1`` bytes of ``stream``, read in chunks: a result longer than ``limit``
-    means the stream is longer than announced (nothing more is read)."""
-    parts: list[bytes] = []
-    total = 0
-    while total <= limit:
-        piece = stream.read(min(CHUNK, limit + 1 - total))
+    means the stream is longer than announced (nothing more is read).
+
+    Memory grows with what was actually read (a bomb fails before a large allocation), and the
+    result is not copied at the end (``BytesIO.getvalue`` hands over its buffer).
+    """
+    out = io.BytesIO()
+    while (done := out.tell()) <= limit:
+        piece = stream.read(min(CHUNK, limit + 1 - done))
         if not piece:
             break
-        parts.append(piece)
-        total += len(piece)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        out.write(piece)
+    return out.getvalue()
 
 
 def gunzip_exact(
