@@ -36,6 +36,7 @@ def corrupt(call: object, *names: str) -> str:
 
 
 def info_and_load(name: str, split: str, root: Path) -> list[object]:
+    """``data.info`` and ``data.load`` (uncached) of the dataset, as calls."""
     return [lambda: data.info(name, root=root), lambda: data.load(name, split, root=root, cache=False)]
 
 
@@ -87,6 +88,7 @@ def test_info_reports_a_truncated_svhn_file(tmp_path: Path, cut: int) -> None:
 
 
 def test_info_reports_an_svhn_label_count_mismatch(tmp_path: Path) -> None:
+    """4 images, 3 labels: ``info`` (variable headers only) must see the mismatch too."""
     import scipy.io
 
     df.write_svhn(tmp_path / "svhn")
@@ -97,6 +99,7 @@ def test_info_reports_an_svhn_label_count_mismatch(tmp_path: Path) -> None:
 
 
 def test_compressed_svhn_file_still_loads(tmp_path: Path) -> None:
+    """The element walk of ``info`` accepts compressed (small, honest) variables."""
     import scipy.io
 
     (tmp_path / "svhn").mkdir()
@@ -113,6 +116,7 @@ def test_compressed_svhn_file_still_loads(tmp_path: Path) -> None:
 
 
 def idx_header(n: int) -> bytes:
+    """The 16-byte header of an IDX images file announcing ``n`` 28x28 images."""
     return df.idx_images(np.zeros((n, 28, 28), np.uint8))[:16]
 
 

@@ -256,6 +256,7 @@ def one_line_fix(message: str, name: str) -> str:
 
 
 def test_not_found_is_one_line_with_places_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the roots (labelled), the download command once and where files go."""
     monkeypatch.delenv("ENCSHIELD_DATA", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     (tmp_path / "empty").mkdir()
@@ -299,6 +300,7 @@ def test_not_found_in_a_root_that_cannot_hold_files(tmp_path: Path, kind: str) -
 
 
 def test_missing_split_is_one_line(tmp_path: Path) -> None:
+    """A split missing from a dataset that was found: one line with the reason and the fix."""
     df.write_stl10(tmp_path)
     with pytest.raises(DatasetNotFoundError) as excinfo:
         data.load("stl10", "unlabeled", root=tmp_path, cache=False)

@@ -36,6 +36,7 @@ def describe_root(root: Path, *, explicit: bool, foreign: bool = False) -> str:
 
 
 def _is_archive(path: Path) -> bool:
+    """Whether ``path`` has an archive suffix (imported late: files imports nothing from here)."""
     from encshield.data.files import archive_kind
 
     return archive_kind(path) is not None

@@ -36,6 +36,7 @@ class _ConsumerError(Exception):
 def _consume(
     consumer: Callable[[FileEntry, bytes], None], entry: FileEntry, data: bytes
 ) -> None:
+    """Call the consumer; its own non-dataset errors travel wrapped in :class:`_ConsumerError`."""
     try:
         consumer(entry, data)
     except DatasetError:
@@ -78,6 +79,7 @@ def _read_groups(
     verify: bool,
     limit: int | None,
 ) -> None:
+    """Read each container's entries: plain files one by one, an archive in one pass."""
     for container, group in groups:
         if container.kind == "dir":
             for entry in group:
@@ -103,6 +105,7 @@ def _read_zip(
     *,
     limit: int | None,
 ) -> None:
+    """Read members of a zip, each refused first if its announced size is a bomb."""
     path = container.path
     member: str | None = None
     try:
@@ -144,6 +147,7 @@ def _read_tar(
     verify: bool,
     limit: int | None,
 ) -> None:
+    """Read members of a tar in one guarded pass (or from the bytes kept by its listing)."""
     path = container.path
     wanted = {e.path: e for e in group}
     retained = container.retained

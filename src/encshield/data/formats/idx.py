@@ -43,6 +43,7 @@ def _header_size(magic: int) -> int:
 
 
 def _gzipped(entry: FileEntry) -> bool:
+    """Whether the file is gzip-compressed (``.gz``)."""
     return entry.name.lower().endswith(".gz")
 
 
