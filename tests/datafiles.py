@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import importlib.util
 import io
@@ -17,8 +18,10 @@ import pickle
 import re
 import sys
 import tarfile
+import tracemalloc
 import types
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -353,6 +356,67 @@ def make_archive(src: Path, dest: Path, *, top: str | None = None) -> Path:
         for p in files:
             tf.add(p, arcname(p))
     return dest
+
+
+# ------------------------------------------------------------------------------------------------
+# Decompression bombs (small files that expand enormously)
+
+
+@functools.lru_cache(maxsize=2)
+def gzip_zeros(size: int) -> bytes:
+    """One gzip member holding ``size`` zero bytes (about ``size / 1030`` bytes; cached)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(chunk[: min(len(chunk), size - done)]) for done in range(0, size, len(chunk))]
+    return b"".join([*parts, packer.flush()])
+
+
+def tar_member(name: str, data: bytes) -> bytes:
+    """The bytes of one tar member (header, data, padding to 512) without the end-of-archive."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info.tobuf(format=tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def tar_gz_bomb(dest: Path, members: dict[str, bytes], *, bomb: str | None, size: int) -> Path:
+    """A ``.tar.gz`` holding ``members`` and ``size`` zero bytes: as the last member named
+    ``bomb`` (its tar header announces ``size`` honestly), or, with ``bomb=None``, as padding
+    after the end of the archive. Written as gzip members without building the zeros in memory."""
+    head = b"".join(tar_member(n, d) for n, d in members.items())
+    if bomb is None:
+        parts = [gzip.compress(head + bytes(1024)), gzip_zeros(size)]
+    else:
+        info = tarfile.TarInfo(bomb)
+        info.size = size
+        header = info.tobuf(format=tarfile.GNU_FORMAT)
+        parts = [gzip.compress(head + header), gzip_zeros(size), gzip.compress(bytes(-size % 512 + 1024))]
+    dest.write_bytes(b"".join(parts))
+    return dest
+
+
+def zip_bomb(dest: Path, members: dict[str, bytes], *, bomb: str, size: int) -> Path:
+    """A ``.zip`` holding ``members`` and a deflated member ``bomb`` of ``size`` zero bytes."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        with zf.open(bomb, "w", force_zip64=True) as fh:
+            chunk = bytes(1 << 20)
+            for done in range(0, size, len(chunk)):
+                fh.write(chunk[: min(len(chunk), size - done)])
+    return dest
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[list[int]]:
+    """Measure the peak of Python-visible allocations (numpy, zlib and bytes included) inside
+    the block; the result (bytes) is in the yielded list afterwards."""
+    result: list[int] = []
+    tracemalloc.start()
+    try:
+        yield result
+    finally:
+        result.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
 
 
 def flip_bytes(path: Path, *, at: float = 0.5, count: int = 64) -> None:

@@ -14,7 +14,12 @@ import pytest
 
 from encshield import data
 from encshield.data.safe_pickle import UnsafePickleError, safe_loads
-from encshield.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from encshield.errors import (
+    ConfigError,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    EncshieldError,
+)
 from tests import datafiles as df
 
 
@@ -163,9 +168,12 @@ def test_idx_truncated_and_count_mismatch(tmp_path: Path) -> None:
     df.write_idx(tmp_path / "mnist", gz=False)
     images = tmp_path / "mnist" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-10])
-    with pytest.raises(DatasetCorruptError, match="pixel bytes") as excinfo:
-        data.load("mnist", "train", root=tmp_path, cache=False)
-    corrupt_message(excinfo, str(images))
+    for call in (lambda: data.load("mnist", "train", root=tmp_path, cache=False),
+                 lambda: data.info("mnist", root=tmp_path)):
+        with pytest.raises(DatasetCorruptError, match="pixel bytes") as excinfo:
+            call()
+        corrupt_message(excinfo, str(images))
+    images.unlink()
     labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte"
     labels.write_bytes(df.idx_labels(np.zeros(7, dtype=np.uint8)))
     with pytest.raises(DatasetCorruptError, match="count mismatch"):
@@ -239,20 +247,66 @@ def test_bad_names(tmp_path: Path) -> None:
         data.load("imagenet9")
 
 
-def test_not_found_lists_places_and_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def one_line_fix(message: str, name: str) -> str:
+    """``message`` is one line that gives the download command once and no fix twice."""
+    assert "\n" not in message, message
+    assert message.count(f"encshield data download {name}") == 1, message
+    assert message.count("http") <= 1 or name in ("gtsrb",), message
+    return message
+
+
+def test_not_found_is_one_line_with_places_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the roots (labelled), the download command once and where files go."""
     monkeypatch.delenv("ENCSHIELD_DATA", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError) as excinfo:
         data.load("cifar10", root=tmp_path / "empty")
-    message = str(excinfo.value)
-    assert str(tmp_path / "empty") in message
-    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
-    assert "encshield data download cifar10" in message
+    message = one_line_fix(str(excinfo.value), "cifar10")
+    assert message.startswith("dataset 'cifar10' (CIFAR-10) not found in ")
+    assert f"encshield data download cifar10 --root {tmp_path / 'empty'}`" in message
+    assert f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in {tmp_path / 'empty'}/cifar10/" in message
     with pytest.raises(DatasetNotFoundError) as excinfo:
         data.load("gtsrb")
-    assert str(tmp_path / "xdg" / "encshield") in str(excinfo.value)
-    assert "GTSRB_Final_Test_GT.zip" in str(excinfo.value)
+    message = one_line_fix(str(excinfo.value), "gtsrb")
+    assert f"{tmp_path / 'xdg' / 'encshield'} (does not exist)" in message
+    assert "GTSRB_Final_Test_GT.zip" in message and "`encshield data download gtsrb`" in message
+    monkeypatch.setenv("ENCSHIELD_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        data.load("mnist")
+    message = one_line_fix(str(excinfo.value), "mnist")
+    assert f"{tmp_path / 'empty'} ($ENCSHIELD_DATA) or {tmp_path / 'xdg' / 'encshield'}" in message
+    assert f"in {tmp_path / 'empty'}/mnist/" in message
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip", "file", "other-dataset-folder"])
+def test_not_found_in_a_root_that_cannot_hold_files(tmp_path: Path, kind: str) -> None:
+    """--root is an archive (or file, or another dataset's folder) without the dataset: the
+    advice names a folder next to it, never a path inside it."""
+    df.write_idx(tmp_path / "src" / "mnist")
+    if kind in ("tar", "zip"):
+        root = df.make_archive(tmp_path / "src", tmp_path / f"things.{kind}")
+    elif kind == "file":
+        root = tmp_path / "src" / "mnist" / "t10k-images-idx3-ubyte.gz"
+    else:
+        root = tmp_path / "src" / "mnist"
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        data.load("cifar10", root=root)
+    message = one_line_fix(str(excinfo.value), "cifar10")
+    assert str(root) in message
+    assert f"{root}/" not in message, message
+    folder = tmp_path if kind in ("tar", "zip") else tmp_path / "src"  # never mnist/ for CIFAR-10
+    assert f"--root {folder}`" in message and f"{folder}/cifar10/" in message, message
+
+
+def test_missing_split_is_one_line(tmp_path: Path) -> None:
+    """A split missing from a dataset that was found: one line with the reason and the fix."""
+    df.write_stl10(tmp_path)
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        data.load("stl10", "unlabeled", root=tmp_path, cache=False)
+    message = one_line_fix(str(excinfo.value), "stl10")
+    assert "split 'unlabeled'" in message and "unlabeled_X.bin not found" in message
+    assert "available there: train, test" in message
 
 
 def test_incomplete_pickles_are_reported(tmp_path: Path) -> None:
@@ -277,3 +331,44 @@ def test_cli_errors_exit_2_without_traceback(tmp_path: Path, capsys: pytest.Capt
     assert code == 2 and "Traceback" not in err and "not found" in err
     code, out, err = df.run_cli(["data", "info", "nosuchset"], capsys)
     assert code == 2 and "Traceback" not in err and "allowed values" in err
+
+
+def _cli_case(tmp_path: Path, case: str) -> tuple[str, Path]:
+    """(dataset, --root) for each hostile input of ``test_cli_data_errors_are_one_line``."""
+    bomb = 128 << 20
+    members = {f"cifar-10-batches-py/data_batch_{i}": b"x" for i in range(1, 6)}
+    if case.startswith("truncated-idx"):
+        gz = case.endswith("gz")
+        df.write_idx(tmp_path / "mnist", gz=gz)
+        path = tmp_path / "mnist" / ("t10k-images-idx3-ubyte" + (".gz" if gz else ""))
+        path.write_bytes(path.read_bytes()[:-100])
+        return "mnist", tmp_path
+    if case == "gzip-bomb":
+        df.write_idx(tmp_path / "mnist", gz=True)
+        (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(df.gzip_zeros(bomb))
+        return "mnist", tmp_path
+    if case == "tar.gz-bomb":
+        archive = tmp_path / "cifar-10-python.tar.gz"
+        return "cifar10", df.tar_gz_bomb(archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb)
+    if case == "zip-bomb":
+        archive = tmp_path / "cifar-10-python.zip"
+        return "cifar10", df.zip_bomb(archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb)
+    df.write_idx(tmp_path / "src" / "mnist")  # an archive root without the dataset
+    return "cifar10", df.make_archive(tmp_path / "src", tmp_path / "other.tar.gz")
+
+
+@pytest.mark.parametrize(
+    "case", ["truncated-idx", "truncated-idx-gz", "gzip-bomb", "tar.gz-bomb", "zip-bomb", "archive-root"]
+)
+def test_cli_data_errors_are_one_line(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``encshield data info`` exits 2 with one line (no traceback); ``data.load`` raises the
+    same one-line error."""
+    name, root = _cli_case(tmp_path, case)
+    code, out, err = df.run_cli(["data", "info", name, "--root", str(root)], capsys)
+    assert code == 2 and out == "", err
+    assert err.startswith("encshield: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and str(root) in err
+    with pytest.raises(EncshieldError) as excinfo:
+        data.load(name, "test", root=root, cache=False)
+    assert "\n" not in str(excinfo.value) and str(root) in str(excinfo.value)
+    assert f"encshield: error: {excinfo.value}\n" == err

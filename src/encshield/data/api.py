@@ -19,6 +19,7 @@ import torch
 from encshield import paths
 from encshield.data import cache as _cache
 from encshield.data import download as _download
+from encshield.data.advice import not_found_error, split_missing_error, with_advice
 from encshield.data.base import DatasetFormat, DatasetInfo, Decoded, Layout
 from encshield.data.dataset import ImageDataset
 from encshield.data.files import (
@@ -65,14 +66,30 @@ def _claimed_by_other(fmt: DatasetFormat, filename: str) -> bool:
     return any(other is not fmt and other.claims_name(filename) for _, other in DATASETS.items())
 
 
+def _foreign_folder(fmt: DatasetFormat, root: Path) -> bool:
+    """Whether ``root`` is a folder named like another dataset's (never searched for ``fmt``)."""
+    own = {n.lower() for n in fmt.folder_names}
+    return not fmt.needs_explicit_root and root.name.lower() in (_all_folder_names() - own)
+
+
+def _receiving_root(fmt: DatasetFormat, root: Path) -> Path:
+    """``root``, or, where files cannot be put in it (an archive, a file, another dataset's
+    folder), the nearest folder above it that can receive them (for the advice in errors)."""
+    path = root
+    while path != path.parent and (path.is_file() or (path.is_dir() and _foreign_folder(fmt, path))):
+        path = path.parent
+    return path
+
+
 @dataclass
 class Located:
-    """A dataset found under one data root."""
+    """A dataset found under one data root (``explicit``: the root was given, not a default)."""
 
     fmt: DatasetFormat
     root: Path
     layout: Layout
     containers: list[Container]
+    explicit: bool = False
 
     def release(self) -> None:
         """Drop archive bytes kept in memory from listing passes."""
@@ -90,26 +107,23 @@ class Located:
 def _gather(
     fmt: DatasetFormat, root: Path, *, explicit: bool, listing: bool, retain: bool = False
 ) -> tuple[list[Container], list[str], list[Container]]:
-    """Containers that may hold ``fmt`` under ``root``, the places looked at, and the archives
-    left unlisted (``listing=False``)."""
-    looked: list[str] = []
+    """Containers that may hold ``fmt`` under ``root``, what was skipped (e.g. ``unreadable
+    archive X``), and the archives left unlisted (``listing=False``)."""
+    skipped: list[str] = []
     unlisted: list[Container] = []
     if root.is_file():
-        looked.append(str(root))
         if archive_kind(root):
             container = archive_container(root, listing=listing, retain=retain)
             if not container.listed:
                 unlisted.append(container)
-                return [], looked, unlisted
-            return [container], looked, unlisted
-        return [single_file_container(root)], looked, unlisted
+                return [], skipped, unlisted
+            return [container], skipped, unlisted
+        return [single_file_container(root)], skipped, unlisted
     if not root.is_dir():
-        looked.append(f"{root} (does not exist)")
-        return [], looked, unlisted
+        return [], skipped, unlisted
+    if _foreign_folder(fmt, root):
+        return [], skipped, unlisted
     own = {n.lower() for n in fmt.folder_names}
-    if not fmt.needs_explicit_root and root.name.lower() in (_all_folder_names() - own):
-        looked.append(f"{root} (skipped: it is another dataset's folder)")
-        return [], looked, unlisted
 
     dirs: list[tuple[Container, bool]] = []  # (container, is dataset folder)
     if not fmt.needs_explicit_root:
@@ -120,14 +134,10 @@ def _gather(
         for child in children:
             if child.name.lower() in own and child.is_dir():
                 dirs.append((dir_container(Path(child.path)), True))
-                looked.append(child.path)
-        if not dirs and fmt.folder_names:
-            looked.append(f"{root / fmt.folder_names[0]} (no such folder)")
         prune = _all_folder_names()
         dirs.append((dir_container(root, max_depth=ROOT_WALK_DEPTH, prune_top=prune), False))
     else:
         dirs.append((dir_container(root, max_depth=4), False))
-    looked.append(str(root))
 
     containers = [c for c, _ in dirs]
     archives: list[Container] = []
@@ -147,19 +157,18 @@ def _gather(
             if not candidate:
                 continue
             seen.add(str(path))
-            looked.append(str(path))
             try:
                 archive = archive_container(path, listing=listing, claimed=claimed, retain=retain)
             except DatasetCorruptError:
                 if claimed or fmt.needs_explicit_root:
                     raise
-                looked[-1] += " (unreadable, skipped)"
+                skipped.append(f"unreadable archive {path}")
                 continue
             if archive.listed:
                 archives.append(archive)
             else:
                 unlisted.append(archive)
-    return containers + archives, looked, unlisted
+    return containers + archives, skipped, unlisted
 
 
 @contextlib.contextmanager
@@ -194,24 +203,6 @@ def _find(fmt: DatasetFormat, containers: list[Container]) -> Layout | None:
     return _LOCATE_MEMO[key]
 
 
-def _not_found(fmt: DatasetFormat, looked: list[str], partial: dict[str, str], target: Path | None) -> DatasetNotFoundError:
-    lines = [f"dataset {fmt.name!r} ({fmt.title}) was not found."]
-    if partial:
-        lines.append("Incomplete files were found:")
-        lines.extend(f"  {split}: {why}" for split, why in partial.items())
-    lines.append("Looked in:")
-    lines.extend(f"  {place}" for place in looked)
-    lines.append("To get it:")
-    where = f"{target}/{fmt.name}/" if target is not None else None
-    lines.extend(f"  {line}" for line in fmt.how_to_obtain(where).splitlines())
-    if not fmt.needs_explicit_root:
-        lines.append(
-            "  (data roots: --root DIR / root=..., else $ENCSHIELD_DATA, else "
-            f"{paths.default_data_root()}; files may sit in <root>/{fmt.name}/ or in archives)"
-        )
-    return DatasetNotFoundError("\n".join(lines))
-
-
 def locate(name: str, root: str | os.PathLike[str] | None = None, *, retain: bool = False) -> Located:
     """Find dataset ``name`` under ``root`` (or the default data roots).
 
@@ -220,7 +211,7 @@ def locate(name: str, root: str | os.PathLike[str] | None = None, *, retain: boo
     :meth:`Located.release` afterwards.
 
     Raises:
-        DatasetNotFoundError: listing every place looked at and how to obtain the files.
+        DatasetNotFoundError: one line naming the roots searched and how to obtain the files.
         DatasetCorruptError: an archive that belongs to the dataset cannot be read.
     """
     fmt = DATASETS.get(name)
@@ -228,51 +219,31 @@ def locate(name: str, root: str | os.PathLike[str] | None = None, *, retain: boo
         raise DatasetNotFoundError(
             f"dataset {fmt.name!r} needs an explicit root: {fmt.obtain_note}"
         )
-    roots = paths.data_roots(root)
-    looked: list[str] = []
+    roots = [r.expanduser() for r in paths.data_roots(root)]
+    skipped: list[str] = []
     partial: dict[str, str] = {}
     for data_root in roots:
-        data_root = data_root.expanduser()
         try:
             with _gc_paused():
-                containers, where, _ = _gather(
+                containers, skips, _ = _gather(
                     fmt, data_root, explicit=root is not None, listing=True, retain=retain
                 )
                 layout = _find(fmt, containers) if containers else None
         except DatasetCorruptError as error:
-            raise _with_advice(fmt, error) from None
-        looked.extend(where)
+            raise with_advice(fmt, error) from None
+        skipped.extend(skips)
         if layout is not None and layout.splits:
-            return Located(fmt, data_root, layout, containers)
+            return Located(fmt, data_root, layout, containers, explicit=root is not None)
         for container in containers:
             container.release()
         if layout is not None:
             for split, why in layout.missing.items():
                 partial.setdefault(split, why)
-    raise _not_found(fmt, looked, partial, roots[0] if roots else None)
-
-
-def _with_advice(fmt: DatasetFormat, error: DatasetCorruptError) -> DatasetCorruptError:
-    """Add what to do about a corrupt file: delete, re-download, expected checksum."""
-    message = str(error)
-    path: Path | None = getattr(error, "path", None)
-    if "encshield data download" in message:
-        return error
-    advice = []
-    if path is not None:
-        expected = fmt.expected_checksum(path.name)
-        advice.append(f"Delete {path} and download it again")
-        if expected:
-            advice.append(f"(expected {expected})")
-    else:
-        advice.append("Delete the damaged file and download it again")
-    if fmt.resources:
-        advice.append(f"with: encshield data download {fmt.name}")
-    elif fmt.homepage:
-        advice.append(f"from {fmt.homepage}")
-    new = DatasetCorruptError(f"{message} {' '.join(advice)}.")
-    new.path = path  # type: ignore[attr-defined]
-    return new
+    foreign = frozenset(r for r in roots if r.is_dir() and _foreign_folder(fmt, r))
+    raise not_found_error(
+        fmt, roots, partial, skipped, explicit=root is not None, foreign=foreign,
+        receiving=_receiving_root(fmt, roots[0]) if roots else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +282,7 @@ def _decode(located: Located, split: str, size: Size | None) -> Decoded:
     try:
         decoded = located.fmt.read(located.layout, split, size)
     except DatasetCorruptError as error:
-        raise _with_advice(located.fmt, error) from None
+        raise with_advice(located.fmt, error) from None
     if decoded.images.ndim != 4 or decoded.images.shape[1] != 3 or decoded.images.dtype != np.uint8:
         raise DatasetError(f"internal error: {located.fmt.name} decoded {decoded.images.shape} {decoded.images.dtype}")
     return decoded
@@ -377,10 +348,9 @@ def _split_or_raise(located: Located, split: str) -> None:
             f"{', '.join(sorted(layout.splits))}"
         )
     why = layout.missing.get(split, "its files were not found")
-    raise DatasetNotFoundError(
-        f"split {split!r} of {fmt.name} is not available under {located.root}: {why}. "
-        f"Available splits there: {', '.join(layout.splits)}.\nTo get it:\n"
-        + fmt.how_to_obtain(f"{located.root}/{fmt.name}/")
+    raise split_missing_error(
+        fmt, located.root, split, why, list(layout.splits), explicit=located.explicit,
+        receiving=_receiving_root(fmt, located.root),
     )
 
 
@@ -413,7 +383,7 @@ def load(
 
     Raises:
         ConfigError: unknown dataset or split name, bad ``image_size``.
-        DatasetNotFoundError: files not found (lists where it looked and how to get them).
+        DatasetNotFoundError: files not found (one line: the roots searched and how to get them).
         DatasetCorruptError: a file is truncated/damaged (names it and what to do).
     """
     if "+" in split:
@@ -475,7 +445,7 @@ def _count(located: Located, split: str) -> int:
     try:
         n = fmt.count(located.layout, split)
     except DatasetCorruptError as error:
-        raise _with_advice(fmt, error) from None
+        raise with_advice(fmt, error) from None
     if n is not None:
         return n
     hit = _cache.read(fmt.name, split, _key(located, split, None))
@@ -521,7 +491,7 @@ def info(name: str, root: str | os.PathLike[str] | None = None) -> DatasetInfo:
             class_names = fmt.class_names(located.layout)
             image_size = fmt.image_size(located.layout)
         except DatasetCorruptError as error:
-            raise _with_advice(fmt, error) from None
+            raise with_advice(fmt, error) from None
     finally:
         located.release()
     return DatasetInfo(
@@ -606,7 +576,7 @@ def download(name: str, root: str | os.PathLike[str] | None = None, *, progress:
     fmt = DATASETS.get(name)
     if not fmt.resources:
         raise ConfigError(
-            f"dataset {fmt.name!r} cannot be downloaded automatically. {fmt.how_to_obtain()}"
+            f"dataset {fmt.name!r} cannot be downloaded automatically: {fmt.how_to_obtain()}"
         )
     base = Path(root).expanduser() if root is not None else paths.data_roots()[0]
     target = base / fmt.name

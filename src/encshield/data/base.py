@@ -166,19 +166,31 @@ class DatasetFormat:
             return False
         return re.search(self.archive_pattern, filename, flags=re.IGNORECASE) is not None
 
-    def how_to_obtain(self, target: str | None = None) -> str:
-        """Instructions naming the official URL(s) and ``encshield data download``."""
-        lines: list[str] = []
+    def how_to_obtain(self, target: str | None = None, command: str | None = None) -> str:
+        """One line: the download ``command`` (default ``encshield data download NAME``) and the
+        official files to put in ``target`` by hand (default ``<data root>/NAME/``)."""
         where = target or f"<data root>/{self.name}/"
+        parts: list[str] = []
         if self.resources:
-            lines.append(f"download it with: encshield data download {self.name}")
-            lines.append(f"or download these files manually and put them in {where}:")
-            lines.extend(f"  {r.url}" for r in self.resources)
+            parts.append(f"get it with `{command or f'encshield data download {self.name}'}`")
+            parts.append(f"or put {self._official_files()} in {where}")
         elif self.homepage:
-            lines.append(f"get it from {self.homepage} and put the files in {where}")
+            parts.append(f"get it from {self.homepage} and put the files in {where}")
         if self.obtain_note:
-            lines.append(self.obtain_note)
-        return "\n".join(lines)
+            parts.append(self.obtain_note)
+        return ", ".join(parts)
+
+    def _official_files(self) -> str:
+        """The official download(s): one URL, or the file names and their common base URL."""
+        urls = [r.url for r in self.resources]
+        if len(urls) == 1:
+            return urls[0]
+        bases = {url.rsplit("/", 1)[0] + "/" for url in urls}
+        names = [r.filename for r in self.resources]
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+        if len(bases) == 1:
+            return f"{listed} from {bases.pop()}"
+        return ", ".join(urls[:-1]) + f" and {urls[-1]}"
 
     def expected_checksum(self, filename: str) -> str | None:
         for resource in self.resources:

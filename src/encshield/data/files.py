@@ -17,24 +17,26 @@ decompression pass only the first time.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
-import io
 import json
-import lzma
 import os
 import re
 import tarfile
 import zipfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from encshield import paths
-from encshield.errors import DatasetCorruptError, DatasetError
+from encshield.data.bounded import (
+    CORRUPTION_ERRORS,
+    check_announced,
+    corrupt_error,
+    open_decompressed,
+    read_capped,
+)
+from encshield.errors import DatasetError
 
 #: Bump when the listing cache format changes.
 LISTING_VERSION = 1
@@ -44,19 +46,6 @@ T = TypeVar("T")
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz")
 _ZIP_SUFFIXES = (".zip",)
-
-#: Errors that mean "this compressed stream / archive is damaged".
-CORRUPTION_ERRORS: tuple[type[BaseException], ...] = (
-    tarfile.TarError,
-    lzma.LZMAError,
-    EOFError,
-    zlib.error,
-    zipfile.BadZipFile,
-    gzip.BadGzipFile,
-    OSError,
-    ValueError,
-    NotImplementedError,  # zip compression methods we cannot read
-)
 
 
 def archive_kind(path: str | os.PathLike[str]) -> ContainerKind | None:
@@ -98,7 +87,7 @@ def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
     return [items[i] for i in order]
 
 
-def _normalise_member(name: str) -> str | None:
+def normalise_member(name: str) -> str | None:
     """Posix member name without ``./`` or leading ``/``; ``None`` for names to ignore."""
     name = name.replace("\\", "/")
     while name.startswith("./"):
@@ -282,50 +271,30 @@ def single_file_container(path: Path) -> Container:
 # Archives
 
 
-def corrupt_error(
-    what: str, detail: BaseException | str, *, path: Path | None = None, member: str | None = None
-) -> DatasetCorruptError:
-    """A :class:`DatasetCorruptError` naming the damaged file (``path`` is kept on the error)."""
-    reason = detail if isinstance(detail, str) else f"{type(detail).__name__}: {detail}"
-    where = f" while reading member {member!r}" if member else ""
-    err = DatasetCorruptError(f"{what} is corrupt or truncated{where} ({reason}).")
-    err.path = path  # type: ignore[attr-defined]
-    return err
-
-
-def _open_decompressed(fh: io.BufferedIOBase) -> io.BufferedIOBase:
-    """Wrap ``fh`` in the decompressor its magic bytes call for (gzip, xz, bzip2, or none)."""
-    head = fh.peek(6)[:6] if hasattr(fh, "peek") else b""
-    if head[:2] == b"\x1f\x8b":
-        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=fh, mode="rb")
-    elif head[:6] == b"\xfd7zXZ\x00":
-        stream = lzma.LZMAFile(fh, mode="rb")  # type: ignore[assignment]
-    elif head[:3] == b"BZh":
-        stream = bz2.BZ2File(fh, mode="rb")  # type: ignore[assignment]
-    else:
-        return fh
-    return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
-
-
-def iter_tar(path: Path, *, verify: bool = True) -> Iterator[tuple[tarfile.TarInfo, str, tarfile.TarFile]]:
+def iter_tar(
+    path: Path, *, verify: bool = True
+) -> Generator[tuple[tarfile.TarInfo, str, tarfile.TarFile], None, None]:
     """Yield ``(member, normalised name, tarfile)`` for each regular file, in archive order.
 
     One sequential pass; the caller may read the current member with ``tf.extractfile(member)``.
     With ``verify`` the rest of the compressed stream is read to its end after the last member so
     that checksums in the trailer (gzip CRC32, xz CRC64, bzip2 CRC) are checked. Errors are raised
-    as they come from :mod:`tarfile` / the decompressors (the caller maps them).
+    as they come from :mod:`tarfile` / the decompressors (the caller maps them), except a
+    decompression bomb (:class:`~encshield.data.bounded.GuardedReader`): a DatasetCorruptError.
     """
     with open(path, "rb", buffering=1 << 20) as raw:
-        stream = _open_decompressed(raw)  # type: ignore[arg-type]
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
+        stream = open_decompressed(raw, f"archive {path}", path=path)
+        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for member in tf:
+                stream.segment(f"member {member.name!r} of archive {path}")
                 if not member.isfile():
                     continue
-                name = _normalise_member(member.name)
+                name = normalise_member(member.name)
                 if name is None or _ignored_file(name):
                     continue
                 yield member, name, tf
         if verify:
+            stream.segment(f"archive {path} (after its last member)")
             while stream.read(1 << 20):
                 pass
 
@@ -381,8 +350,12 @@ def _list_archive(container: Container, *, retain: bool = False) -> list[tuple[s
                 for info in zf.infolist():
                     if info.is_dir():
                         continue
-                    name = _normalise_member(info.filename)
+                    name = normalise_member(info.filename)
                     if name is not None and not _ignored_file(name):
+                        check_announced(
+                            f"member {info.filename!r} of archive {path}", info.file_size,
+                            info.compress_size, path=path,
+                        )
                         items.append((name, info.file_size))
         else:
             for member, name, tf in iter_tar(path, verify=True):
@@ -392,8 +365,8 @@ def _list_archive(container: Container, *, retain: bool = False) -> list[tuple[s
                     if total > RETAIN_LIMIT:
                         kept = None
                         continue
-                    fh = tf.extractfile(member)
-                    data = fh.read() if fh is not None else b""
+                    fh = tf.extractfile(member)  # at most the size in the tar header
+                    data = read_capped(fh, member.size) if fh is not None else b""
                     if len(data) != member.size:
                         raise corrupt_error(
                             f"archive {path}", f"member has {len(data)} of {member.size} bytes",
@@ -447,186 +420,3 @@ def archive_container(
     if items is not None:
         container.entries = [FileEntry(container, name, size) for name, size in items]
     return container
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-
-
-class _ConsumerError(Exception):
-    """Carries an exception raised by a consumer through the corruption handlers unchanged."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _consume(
-    consumer: Callable[[FileEntry, bytes], None], entry: FileEntry, data: bytes
-) -> None:
-    try:
-        consumer(entry, data)
-    except DatasetError:
-        raise
-    except Exception as error:  # noqa: BLE001 - re-raised unchanged by the caller
-        raise _ConsumerError(error) from error
-
-
-def read_entries(
-    entries: Sequence[FileEntry],
-    consumer: Callable[[FileEntry, bytes], None],
-    *,
-    verify: bool = True,
-) -> None:
-    """Read the bytes of every entry and hand them to ``consumer(entry, data)``.
-
-    Entries of one archive are read in a single sequential pass, in archive order (so the consumer
-    must not rely on the order of ``entries``). Plain files are read in the given order. With
-    ``verify=False`` a tar pass stops as soon as every wanted member was seen (used to peek at a
-    header or a small text file); otherwise the whole compressed stream is checked.
-
-    Raises:
-        DatasetCorruptError: naming the archive (and member) or file that could not be read.
-    """
-    groups: dict[int, tuple[Container, list[FileEntry]]] = {}
-    for entry in entries:
-        groups.setdefault(id(entry.container), (entry.container, []))[1].append(entry)
-    try:
-        _read_groups(list(groups.values()), consumer, verify=verify)
-    except _ConsumerError as wrapped:
-        raise wrapped.error from None
-
-
-def _read_groups(
-    groups: list[tuple[Container, list[FileEntry]]],
-    consumer: Callable[[FileEntry, bytes], None],
-    *,
-    verify: bool,
-) -> None:
-    for container, group in groups:
-        if container.kind == "dir":
-            for entry in group:
-                path = container.path / entry.path
-                try:
-                    data = path.read_bytes()
-                except PermissionError as error:
-                    raise DatasetError(f"cannot read {path}: permission denied ({error})") from None
-                except OSError as error:
-                    raise corrupt_error(f"file {path}", error, path=path) from None
-                _consume(consumer, entry, data)
-        elif container.kind == "zip":
-            _read_zip(container, group, consumer)
-        else:
-            _read_tar(container, group, consumer, verify=verify)
-
-
-def _read_zip(
-    container: Container, group: list[FileEntry], consumer: Callable[[FileEntry, bytes], None]
-) -> None:
-    path = container.path
-    member: str | None = None
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = {}
-            for info in zf.infolist():
-                norm = _normalise_member(info.filename)
-                if norm is not None:
-                    names[norm] = info
-            for entry in group:
-                member = entry.path
-                info = names.get(entry.path)
-                if info is None:
-                    raise corrupt_error(
-                        f"archive {path}", "member missing (the archive changed?)",
-                        path=path, member=member,
-                    )
-                data = zf.read(info)
-                member = None
-                _consume(consumer, entry, data)
-    except (DatasetError, _ConsumerError):
-        raise
-    except PermissionError as error:
-        raise DatasetError(f"cannot read archive {path}: permission denied ({error})") from None
-    except CORRUPTION_ERRORS as error:
-        raise corrupt_error(f"archive {path}", error, path=path, member=member) from None
-
-
-def _read_tar(
-    container: Container,
-    group: list[FileEntry],
-    consumer: Callable[[FileEntry, bytes], None],
-    *,
-    verify: bool,
-) -> None:
-    path = container.path
-    wanted = {e.path: e for e in group}
-    retained = container.retained
-    if retained is not None and all(name in retained for name in wanted):
-        for name, entry in wanted.items():  # bytes kept (and verified) by the listing pass
-            _consume(consumer, entry, retained[name])
-        return
-    seen: set[str] = set()
-    member_name: str | None = None
-    try:
-        iterator = iter_tar(path, verify=verify)
-        for member, name, tf in iterator:
-            entry = wanted.get(name)
-            if entry is None or name in seen:
-                continue
-            member_name = name
-            fh = tf.extractfile(member)
-            data = fh.read() if fh is not None else b""
-            if len(data) != member.size:
-                raise corrupt_error(
-                    f"archive {path}", f"member has {len(data)} of {member.size} bytes",
-                    path=path, member=name,
-                )
-            member_name = None
-            seen.add(name)
-            _consume(consumer, entry, data)
-            if not verify and len(seen) == len(wanted):
-                iterator.close()
-                break
-    except (DatasetError, _ConsumerError):
-        raise
-    except PermissionError as error:
-        raise DatasetError(f"cannot read archive {path}: permission denied ({error})") from None
-    except CORRUPTION_ERRORS as error:
-        raise corrupt_error(f"archive {path}", error, path=path, member=member_name) from None
-    missing = [n for n in wanted if n not in seen]
-    if missing:
-        raise corrupt_error(
-            f"archive {path}",
-            f"{len(missing)} member(s) listed earlier are missing, e.g. {missing[0]!r} "
-            "(the archive changed while reading?)",
-            path=path,
-        )
-
-
-def read_one(entry: FileEntry, *, verify: bool = False) -> bytes:
-    """The bytes of a single entry (a partial pass for tar archives unless ``verify``)."""
-    out: list[bytes] = []
-    read_entries([entry], lambda _e, data: out.append(data), verify=verify)
-    return out[0]
-
-
-def read_head(entry: FileEntry, nbytes: int) -> bytes:
-    """The first ``nbytes`` of an entry; cheap for plain files (gzip-decompressed if ``.gz``)."""
-    if entry.container.kind == "dir":
-        path = entry.container.path / entry.path
-        try:
-            with open(path, "rb") as fh:
-                if entry.path.lower().endswith(".gz"):
-                    with gzip.GzipFile(fileobj=fh) as gz:
-                        return gz.read(nbytes)
-                return fh.read(nbytes)
-        except CORRUPTION_ERRORS as error:
-            raise corrupt_error(f"file {path}", error, path=path) from None
-    data = read_one(entry)
-    if entry.path.lower().endswith(".gz"):
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-                return gz.read(nbytes)
-        except CORRUPTION_ERRORS as error:
-            raise corrupt_error(entry.display, error, path=entry.container.path) from None
-    return data[:nbytes]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from encshield.data.bounded import IMAGE_FLOOR, check_announced
 from encshield.errors import ConfigError, DatasetCorruptError
 
 #: File extensions read as images (lower case).
@@ -54,12 +55,19 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
     """Decode one image file to a ``(3, H, W)`` uint8 array (grey/palette/alpha -> RGB).
 
     Raises:
-        DatasetCorruptError: naming ``what`` when PIL cannot decode the bytes.
+        DatasetCorruptError: naming ``what`` when PIL cannot decode the bytes, or when the pixels
+            its header announces would take far more memory than the file (a decompression bomb,
+            see :mod:`encshield.data.bounded`; checked before decoding).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette-with-transparency notices
             with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                check_announced(
+                    f"image {what}", width * height * max(3, len(im.getbands())), len(data),
+                    floor=IMAGE_FLOOR,
+                )
                 im.load()
                 if im.mode != "RGB":
                     im = im.convert("RGB")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
-from encshield.data.files import Container, FileEntry, natural_sorted, read_entries
+from encshield.data.files import Container, FileEntry, natural_sorted
 from encshield.data.formats.common import (
     by_parent,
     decode_entries,
@@ -24,6 +24,7 @@ from encshield.data.formats.common import (
     peek_image_size,
     sorted_dirs,
 )
+from encshield.data.reading import read_entries
 from encshield.data.imaging import Size, is_image_name
 from encshield.data.safe_pickle import UnsafePickleError, safe_loads
 from encshield.errors import DatasetCorruptError

@@ -5,20 +5,27 @@ N, rows, cols (big-endian uint32) and N*rows*cols uint8 pixels. ``*-labels-idx1-
 magic 0x00000801, N, then N uint8 labels. Grey images are replicated to 3 channels.
 Both datasets use the same file names: they are told apart by the folder (``mnist/`` vs
 ``fashion_mnist/``) or archive name they are in.
+
+The header announces the exact size of the file, so :meth:`count` (``info``) checks it without
+reading the data: the file size for raw files, the gzip trailer (ISIZE, the uncompressed size
+mod 2^32) for ``.gz`` files, with a bounded streaming count where the trailer disagrees. Reading
+decompresses at most the announced size (plus one byte, to refuse a longer stream).
 """
 
 from __future__ import annotations
 
-import gzip
+import math
 import re
-import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
-from encshield.data.files import Container, FileEntry, read_entries, read_head
+from encshield.data.bounded import check_announced, gunzip_exact
+from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size, grey_to_rgb
+from encshield.data.reading import read_entries, read_head, read_one, read_tail
 from encshield.errors import DatasetCorruptError
 
 _NAME_RE = re.compile(
@@ -28,6 +35,21 @@ _NAME_RE = re.compile(
 _SPLIT = {"train": "train", "t10k": "test"}
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
+
+
+def _header_size(magic: int) -> int:
+    """Bytes of the header: magic and 3 dims for images, magic and 1 dim for labels."""
+    return 16 if magic == IMAGES_MAGIC else 8
+
+
+def _gzipped(entry: FileEntry) -> bool:
+    """Whether the file is gzip-compressed (``.gz``)."""
+    return entry.name.lower().endswith(".gz")
+
+
+def _path(entry: FileEntry) -> Path:
+    """The file on disk to delete when ``entry`` is damaged (the archive for a member)."""
+    return entry.fs_path or entry.container.path
 
 
 class _Idx(DatasetFormat):
@@ -99,20 +121,50 @@ class _Idx(DatasetFormat):
             raise self._corrupt(entry, f"magic number 0x{found:08x}, expected 0x{magic:08x}")
         return tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
 
-    def _decompress(self, entry: FileEntry, data: bytes) -> bytes:
-        if data[:2] != b"\x1f\x8b":
-            return data
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise self._corrupt(entry, f"bad gzip data: {type(error).__name__}: {error}") from None
+    def _size_error(self, entry: FileEntry, dims: tuple[int, ...], found: int) -> DatasetCorruptError:
+        """The error for ``found`` data bytes where the header ``dims`` announce another number."""
+        if len(dims) == 3:
+            what = "pixel bytes"
+            announced = f"{dims[0]:,}x{dims[1]}x{dims[2]} = {math.prod(dims):,}"
+        else:
+            what, announced = "label bytes", f"{dims[0]:,}"
+        return self._corrupt(entry, f"{found:,} {what}, the header announces {announced}")
+
+    def _checked_dims(self, entry: FileEntry, magic: int) -> tuple[int, ...]:
+        """The header dims of an IDX file, once its size agrees with them (cheap: no data read)."""
+        need = _header_size(magic)
+        dims = self._header(entry, read_head(entry, need), magic)
+        expected = need + math.prod(dims)
+        if not _gzipped(entry):
+            if entry.size != expected:
+                raise self._size_error(entry, dims, entry.size - need)
+            return dims
+        check_announced(entry.display, expected, entry.size, path=_path(entry))
+        isize = int.from_bytes(read_tail(entry, 4), "little")
+        if entry.size < 18 or isize != expected % (1 << 32):
+            # a truncated file (or several gzip members): count the bytes to be sure (bounded)
+            self._payload(entry, read_one(entry), magic)
+        return dims
+
+    def _payload(self, entry: FileEntry, data: bytes, magic: int) -> bytes:
+        """The file's bytes (decompressed for gzip), exactly as long as its header announces."""
+        need = _header_size(magic)
+        if _gzipped(entry):
+            return gunzip_exact(
+                data, need, lambda head: math.prod(self._header(entry, head, magic)),
+                entry.display, path=_path(entry),
+            )
+        dims = self._header(entry, data[:need], magic)
+        if len(data) != need + math.prod(dims):
+            raise self._size_error(entry, dims, len(data) - need)
+        return data
 
     def count(self, layout: Layout, split: str) -> int | None:
         files = layout.splits[split]
         if files.count is None:
             images, labels = files.entries
-            n, rows, cols = self._header(images, read_head(images, 16), IMAGES_MAGIC)
-            (n_labels,) = self._header(labels, read_head(labels, 8), LABELS_MAGIC)
+            n, rows, cols = self._checked_dims(images, IMAGES_MAGIC)
+            (n_labels,) = self._checked_dims(labels, LABELS_MAGIC)
             if n != n_labels:
                 raise self._corrupt(
                     labels, f"{n_labels} labels for {n} images in {images.display} (count mismatch)"
@@ -130,22 +182,14 @@ class _Idx(DatasetFormat):
         return layout.shared["image_size"]  # type: ignore[no-any-return]
 
     def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
+        self.count(layout, split)  # sizes checked before any data is read or decompressed
         images_entry, labels_entry = layout.splits[split].entries
         blobs: dict[FileEntry, bytes] = {}
         read_entries([images_entry, labels_entry], lambda e, d: blobs.__setitem__(e, d))
-        raw_images = self._decompress(images_entry, blobs[images_entry])
-        raw_labels = self._decompress(labels_entry, blobs[labels_entry])
+        raw_images = self._payload(images_entry, blobs.pop(images_entry), IMAGES_MAGIC)
+        raw_labels = self._payload(labels_entry, blobs.pop(labels_entry), LABELS_MAGIC)
         n, rows, cols = self._header(images_entry, raw_images[:16], IMAGES_MAGIC)
         (n_labels,) = self._header(labels_entry, raw_labels[:8], LABELS_MAGIC)
-        if len(raw_images) != 16 + n * rows * cols:
-            raise self._corrupt(
-                images_entry,
-                f"{len(raw_images) - 16} pixel bytes, the header announces {n}x{rows}x{cols}",
-            )
-        if len(raw_labels) != 8 + n_labels:
-            raise self._corrupt(
-                labels_entry, f"{len(raw_labels) - 8} label bytes, the header announces {n_labels}"
-            )
         if n != n_labels:
             raise self._corrupt(
                 labels_entry,

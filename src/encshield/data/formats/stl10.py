@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
-from encshield.data.files import Container, FileEntry, read_entries
+from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import by_parent, sorted_dirs
 from encshield.data.imaging import Size
+from encshield.data.reading import read_entries
 from encshield.errors import DatasetCorruptError
 
 STL10_CLASSES: tuple[str, ...] = (

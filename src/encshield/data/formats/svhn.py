@@ -1,28 +1,72 @@
 """SVHN cropped digits: ``{train,test,extra}_32x32.mat`` (MATLAB v5, read with scipy).
 
 ``X`` is (32, 32, 3, N) uint8, ``y`` is (N, 1) with 10 meaning the digit 0.
+
+:meth:`Svhn.count` (``info``) reads only the variable headers, so it also walks the file's
+top-level data elements (8-byte tags with their byte counts) to check that the file really holds
+every byte they announce, and refuses variables that announce far more bytes than the file has
+(a compressed ``.mat`` bomb) before scipy decompresses them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
-from encshield.data.files import Container, FileEntry, read_one
+from encshield.data.bounded import inflated_size
+from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size
+from encshield.data.reading import read_one
 from encshield.errors import DatasetCorruptError
 
 SVHN_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 _BASE = "http://ufldl.stanford.edu/housenumbers/"
 
 
+_MI_COMPRESSED = 15  # MAT v5 data type of a zlib-compressed element
+
+
 def _mat_source(entry: FileEntry) -> Any:
     path = entry.fs_path
     return str(path) if path is not None else io.BytesIO(read_one(entry, verify=True))
+
+
+def _mat_extent(source: Any, what: str, path: Path) -> tuple[int, int] | None:
+    """``(bytes the top-level data elements of a MAT v5 file announce, file size)``; ``None`` for
+    other MAT versions (left to scipy). Reads only the 8-byte tags (seeks over the data), except
+    that compressed elements are decompressed once, counting (scipy would hold them whole even
+    to list the variables): a decompression bomb is refused here."""
+    with open(source, "rb") if isinstance(source, str) else contextlib.nullcontext(source) as fh:
+        fh.seek(0)
+        header = fh.read(128)
+        size = fh.seek(0, io.SEEK_END)
+        if len(header) < 128 or header[124:126] not in (b"\x00\x01", b"\x01\x00"):
+            return None
+        order = {b"IM": "little", b"MI": "big"}.get(header[126:128])
+        if order is None:
+            return None
+        end = 128
+        while end < size:
+            fh.seek(end)
+            tag = fh.read(8)
+            if len(tag) < 8:
+                break
+            first = int.from_bytes(tag[:4], order)  # type: ignore[arg-type]
+            if first >> 16:  # small data element: its data sits in the tag
+                end += 8
+                continue
+            nbytes = int.from_bytes(tag[4:], order)  # type: ignore[arg-type]
+            if first == _MI_COMPRESSED and end + 8 + nbytes <= size:
+                inflated_size(fh, nbytes, what, path=path)
+            end += 8 + nbytes
+    return end, size
 
 
 class Svhn(DatasetFormat):
@@ -69,17 +113,34 @@ class Svhn(DatasetFormat):
     def count(self, layout: Layout, split: str) -> int | None:
         entry = layout.splits[split].entries[0]
         if layout.splits[split].count is None:
-            import scipy.io
-
-            try:
-                variables = dict((n, s) for n, s, _ in scipy.io.whosmat(_mat_source(entry)))
-            except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
-                raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
-            shape = variables.get("X")
-            if shape is None or len(shape) != 4:
-                raise self._corrupt(entry, f"no 4-d variable X (found {sorted(variables)})")
-            layout.splits[split].count = int(shape[3])
+            layout.splits[split].count = self._checked_count(entry)
         return layout.splits[split].count
+
+    def _checked_count(self, entry: FileEntry) -> int:
+        """The number of images, once the file holds every byte its variables announce."""
+        import scipy.io
+
+        source = _mat_source(entry)
+        try:
+            extent = _mat_extent(source, entry.display, entry.fs_path or entry.container.path)
+            if extent is not None and extent[0] > extent[1]:
+                raise self._corrupt(
+                    entry, f"its data elements need {extent[0]:,} bytes, the file has {extent[1]:,}"
+                )
+            if not isinstance(source, str):
+                source.seek(0)
+            variables = {name: shape for name, shape, _ in scipy.io.whosmat(source)}
+        except DatasetCorruptError:
+            raise
+        except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
+            raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
+        shape, labels = variables.get("X"), variables.get("y")
+        if shape is None or len(shape) != 4:
+            raise self._corrupt(entry, f"no 4-d variable X (found {sorted(variables)})")
+        if labels is None or math.prod(labels) != shape[3]:
+            n_labels = math.prod(labels) if labels is not None else 0
+            raise self._corrupt(entry, f"{shape[3]} images but {n_labels} labels (count mismatch)")
+        return int(shape[3])
 
     def class_names(self, layout: Layout) -> tuple[str, ...]:
         return SVHN_CLASSES
@@ -90,6 +151,7 @@ class Svhn(DatasetFormat):
     def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
         import scipy.io
 
+        self.count(layout, split)  # sizes checked before scipy decompresses or allocates
         entry = layout.splits[split].entries[0]
         try:
             mat = scipy.io.loadmat(_mat_source(entry), variable_names=["X", "y"])

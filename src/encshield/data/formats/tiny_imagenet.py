@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
-from encshield.data.files import Container, FileEntry, read_entries
+from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import read_images_and_files, sort_entries
 from encshield.data.imaging import Size, is_image_name, stack_images
+from encshield.data.reading import read_entries
 from encshield.errors import DatasetCorruptError
 
 _TRAIN_RE = re.compile(r"^(?P<prefix>(?:.*/)?)train/(?P<wnid>[^/]+)/images/(?P<file>[^/]+)$")
