@@ -5,52 +5,5 @@ SimSiam, Barlow Twins, VICReg, W-MSE, DINO, NNCLR, SwAV, ReSSL, MoCo v3, VIbCReg
 pure helpers that are part of their maths; they are re-exported here.
 """
 
-from encshield.ssl.losses import (
-    barlow_twins_loss,
-    byol_loss,
-    dino_center_update,
-    dino_loss,
-    enqueue,
-    infonce_loss,
-    iternorm,
-    mocov3_loss,
-    nearest_neighbour,
-    nnclr_loss,
-    nt_xent_loss,
-    nt_xent_multiview_loss,
-    ressl_loss,
-    simsiam_loss,
-    sinkhorn_knopp,
-    swav_loss,
-    vibcreg_loss,
-    vibcreg_terms,
-    vicreg_loss,
-    vicreg_terms,
-    whiten,
-    wmse_loss,
-)
-
-__all__ = [
-    "barlow_twins_loss",
-    "byol_loss",
-    "dino_center_update",
-    "dino_loss",
-    "enqueue",
-    "infonce_loss",
-    "iternorm",
-    "mocov3_loss",
-    "nearest_neighbour",
-    "nnclr_loss",
-    "nt_xent_loss",
-    "nt_xent_multiview_loss",
-    "ressl_loss",
-    "simsiam_loss",
-    "sinkhorn_knopp",
-    "swav_loss",
-    "vibcreg_loss",
-    "vibcreg_terms",
-    "vicreg_loss",
-    "vicreg_terms",
-    "whiten",
-    "wmse_loss",
-]
+from encshield.ssl.losses import *  # noqa: F403 - the losses are this package's public API
+from encshield.ssl.losses import __all__  # noqa: F401
