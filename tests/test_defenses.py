@@ -17,7 +17,7 @@ from encshield.defenses import (
     save_classifier,
 )
 from encshield.errors import ConfigError
-from encshield.models import Classifier
+from encshield.models import Classifier, Encoder
 from tests.synthetic import NUM_CLASSES, encoder, synthetic
 
 #: the defenses of the shared loop (``genaf``, stages 1 + 2, has its own tests)
@@ -114,12 +114,67 @@ def test_frozen_encoder_option(data: ImageDataset) -> None:
     {"anchor": "frozen_pretrained"},
     {"feature_space": "encoder", "anchor": "frozen_pretrained", "paper_code_compat": True},
 ])
-def test_genaf_options(options: dict, data: ImageDataset) -> None:
+def test_genaf_options_run(options: dict, data: ImageDataset) -> None:
     result = build_defense("genaf_stage1", **dict(SMOKE, epochs=1), **options).fit(
         encoder(), data, NUM_CLASSES)
     rec = result.record
     assert all(k in rec.loss_parts[0] for k in ("ce_adv", "gr"))
     assert rec.details["paper_code_compat"] == options.get("paper_code_compat", False)
+
+
+def _genaf_gr(model: Classifier, pretrained: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
+              y: torch.Tensor, **options: str) -> float:
+    """The genetic-regularisation term of Gen-AF stage 1's loss with ``options``."""
+    defense = build_defense("genaf_stage1", **options)
+    defense.setup(model, pretrained)
+    model.train()
+    return defense.loss(model, x, x_adv, y)[1]["gr"]
+
+
+def test_genaf_options_change_the_loss(data: ImageDataset) -> None:
+    """``feature_space`` and ``anchor`` are honoured, checked against the loss computed by hand:
+    the encoder-feature variant regularises encoder features (not logits), and the frozen
+    anchor uses the pre-trained encoder (identical to ``current`` while nothing has moved, not
+    after the working encoder changed)."""
+    from encshield.defenses import genetic_regularization
+
+    torch.manual_seed(0)
+    work = encoder()
+    model = Classifier(work, torch.nn.Linear(work.feature_dim, NUM_CLASSES)).eval()
+    pretrained = encoder().eval()
+    x = data.to_float(slice(0, 16))
+    x_adv = (x + 0.03 * torch.randn_like(x).sign()).clamp(0, 1)
+    y = data.labels[:16]
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fa, fb = model.encoder(x), model.encoder(x_adv)
+        w = torch.nn.functional.cross_entropy(model.head(fa), y, reduction="none")
+        anchor = model.head(pretrained(x))  # the frozen anchor runs in eval mode
+        by_hand = {
+            "logits": float(genetic_regularization(model.head(fa), model.head(fb), y, w)),
+            "encoder": float(genetic_regularization(fa, fb, y, w)),
+            "anchor": float(genetic_regularization(anchor, model.head(fb), y, w)),
+        }
+    logits = _genaf_gr(model, pretrained, x, x_adv, y)
+    features = _genaf_gr(model, pretrained, x, x_adv, y, feature_space="encoder")
+    assert logits == pytest.approx(by_hand["logits"], rel=1e-5)
+    assert features == pytest.approx(by_hand["encoder"], rel=1e-5)
+    assert abs(features - logits) > 1e-3
+    frozen = _genaf_gr(model, pretrained, x, x_adv, y, anchor="frozen_pretrained")
+    assert frozen == pytest.approx(by_hand["anchor"], rel=1e-5)
+    with torch.no_grad():  # the working encoder moves away from the pre-trained one
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    moved = _genaf_gr(model, pretrained, x, x_adv, y, anchor="frozen_pretrained")
+    moved_current = _genaf_gr(model, pretrained, x, x_adv, y)
+    with torch.no_grad():
+        model.train()
+        fb2 = model.encoder(x_adv)
+        w2 = torch.nn.functional.cross_entropy(model.head(model.encoder(x)), y, reduction="none")
+        expected = float(genetic_regularization(anchor, model.head(fb2), y, w2))
+    assert moved == pytest.approx(expected, rel=1e-5)  # the anchor did not move with the model
+    assert abs(moved - moved_current) > 1e-3
 
 
 def test_config_defaults_and_errors() -> None:

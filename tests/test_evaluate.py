@@ -538,3 +538,85 @@ def test_random_encoder_on_real_cifar10(shared_data: Path) -> None:
         feature = record.metrics["feature_pgd:eps=8/255,steps=10"]
         assert feature.kind == "encoder_deployed"
         assert feature.fooling_rate > noise_row.fooling_rate
+
+
+class _PixelCode(torch.nn.Module):
+    """Predicts the class written in pixel (0, 0, 0) as ``round(10 * value) % 3``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = (x[:, 0, 0, 0] * 10).round().long() % NUM_CLASSES
+        return torch.nn.functional.one_hot(code, NUM_CLASSES).float()
+
+
+class _Fool:
+    """A 'universal' perturbation that shifts the code pixel of the samples listed (a sample's
+    id is written in pixel (0, 0, 1))."""
+
+    def __init__(self, ids: set[int]) -> None:
+        self.ids = ids
+
+    def apply(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        out = x.clone()
+        ids = (x[:, 0, 0, 1] * 100).round().long()
+        hit = torch.tensor([int(i) in self.ids for i in ids])
+        out[hit, 0, 0, 0] += 0.1
+        return out
+
+
+def test_worst_case_rows_are_per_sample() -> None:
+    """Worst case over the DAE rows: robust only where every row is; over all rows: on the
+    samples every row saw (the white-box subset), including the white-box row's failures."""
+    n = 9
+    x = torch.zeros(n, 3, 4, 4)
+    labels = torch.arange(n) % NUM_CLASSES
+    x[:, 0, 0, 0] = labels.float() / 10
+    x[:, 0, 0, 1] = torch.arange(n).float() / 100
+
+    def fool_some(model: torch.nn.Module, xb: torch.Tensor, y: torch.Tensor, *, eps: float,
+                  seed: int) -> torch.Tensor:
+        return _Fool({7, 8}).apply(xb)
+
+    record = evaluate_classifier(
+        _PixelCode(), x, labels, perturbations={"a": _Fool({0, 1}), "b": _Fool({1, 2})},
+        whitebox=["fool:eps=1/255,limit=6"], whitebox_attacks={"fool": fool_some})
+    assert record.metrics["a"].robust_accuracy == pytest.approx(7 / 9)
+    dae = record.metrics["worst-case DAE"]
+    assert dae.kind == "worst_case" and dae.num_samples == 9
+    assert dae.robust_accuracy == pytest.approx(6 / 9)  # samples 0, 1, 2 fooled by a or b
+    assert dae.fooling_rate == pytest.approx(3 / 9)
+    subset = record.per_sample.indices["fool:eps=1/255,limit=6"]
+    everything = record.metrics["worst-case all"]
+    fooled = {0, 1, 2, 7, 8} & set(subset)
+    assert everything.num_samples == 6
+    assert everything.robust_accuracy == pytest.approx(1 - len(fooled) / 6)
+    assert "worst-case DAE" not in record.per_sample.adv_pred  # derived, not stored twice
+
+
+@pytest.mark.skipif(not HAS_WHITEBOX, reason="encshield.attacks.whitebox not written yet")
+def test_encoder_attack_on_the_public_or_the_deployed_encoder(smoke: dict) -> None:
+    """``on=public`` crafts feature PGD on the public encoder (transferred), ``on=deployed``
+    (default) on the classifier's own encoder."""
+    clf, x, y = smoke["classifier"], smoke["test_x"], smoke["test_y"]
+    specs = ["feature_pgd:eps=8/255,steps=2,limit=8", "feature_pgd:eps=8/255,steps=2,limit=8,on=public"]
+    with pytest.raises(ConfigError, match="public encoder"):
+        evaluate_classifier(clf, x, y, whitebox=specs)
+    import copy
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self.inner(images)
+
+    public = Counting(copy.deepcopy(clf.encoder))
+    record = evaluate_classifier(clf, x, y, whitebox=specs, public_encoder=public)
+    deployed, transferred = (record.metrics[s] for s in specs)
+    assert deployed.kind == "encoder_deployed" and transferred.kind == "encoder_public"
+    assert public.calls > 0  # the public row attacked the public encoder
+    # the public encoder equals the deployed one here: same seed, same adversarial examples
+    assert record.per_sample.adv_pred[specs[0]] == record.per_sample.adv_pred[specs[1]]
+    assert "worst-case DAE" not in record.metrics  # one DAE-kind row only
+    assert record.metrics["worst-case all"].num_samples == 8

@@ -269,3 +269,30 @@ def test_interpolate_endpoints_and_midpoint() -> None:
         interpolate(sa, sb, 1.5)
     with pytest.raises(ConfigError, match="different keys"):
         interpolate(sa, {k: v for k, v in sb.items() if k != key}, 0.5)
+
+
+class _CriticalAndHarmless(nn.Module):
+    """A classifier with a layer that decides everything (``critical``: the only path from the
+    input to the logits) and one whose output is multiplied by zero (``harmless``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.critical = nn.Linear(3 * 16 * 16, NUM_CLASSES)
+        self.harmless = nn.Linear(3 * 16 * 16, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return self.critical(flat) + 0.0 * self.harmless(flat)
+
+
+def test_sensitivity_ranks_a_critical_layer_above_a_harmless_one() -> None:
+    """MRC: perturbing the layer every prediction goes through raises the probe loss; a layer
+    whose output is ignored cannot raise it (score 0), so it is the one selected for tuning."""
+    model = _CriticalAndHarmless()
+    x, y = make_data(32, seed=2)
+    scores = {s.name: s for s in layer_sensitivity(model, x, y, ascent_epochs=3)}
+    assert set(scores) == {"critical", "harmless"}
+    assert scores["harmless"].score == pytest.approx(0.0, abs=1e-6)
+    assert scores["critical"].score > 0.05
+    assert [s.name for s in select_layers(list(scores.values()), 1)] == ["harmless"]
