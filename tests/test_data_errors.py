@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from encshield import data
-from encshield.data.safe_pickle import UnsafePickleError, safe_loads
+from encshield.data.array_unpickler import UnsafePickleError, safe_loads
 from encshield.errors import (
     ConfigError,
     DatasetCorruptError,

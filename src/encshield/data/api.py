@@ -20,7 +20,16 @@ from encshield import paths
 from encshield.data import cache as _cache
 from encshield.data import download as _download
 from encshield.data.advice import not_found_error, split_missing_error, with_advice
-from encshield.data.base import DatasetFormat, DatasetInfo, Decoded, Layout
+from encshield.data.base import DATASETS, DatasetFormat, DatasetInfo, Decoded, Layout
+from encshield.data.formats import (  # noqa: F401 - importing a format module registers it
+    cifar,
+    gtsrb,
+    idx,
+    imagefolder,
+    stl10,
+    svhn,
+    tiny_imagenet,
+)
 from encshield.data.dataset import ImageDataset
 from encshield.data.files import (
     Container,
@@ -30,13 +39,6 @@ from encshield.data.files import (
     dir_container,
     single_file_container,
 )
-from encshield.data.formats.cifar import Cifar10, Cifar100
-from encshield.data.formats.gtsrb import Gtsrb
-from encshield.data.formats.idx import FashionMnist, Mnist
-from encshield.data.formats.imagefolder import ImageFolder
-from encshield.data.formats.stl10 import Stl10
-from encshield.data.formats.svhn import Svhn
-from encshield.data.formats.tiny_imagenet import TinyImageNet
 from encshield.data.imaging import MixedSizesError, Size, normalize_size, resize_images
 from encshield.errors import (
     ConfigError,
@@ -44,13 +46,6 @@ from encshield.errors import (
     DatasetError,
     DatasetNotFoundError,
 )
-from encshield.registry import Registry
-
-#: Registered dataset formats (name -> :class:`DatasetFormat` instance).
-DATASETS: Registry[DatasetFormat] = Registry("dataset")
-
-for _fmt in (Cifar10(), Cifar100(), Stl10(), Svhn(), Gtsrb(), Mnist(), FashionMnist(), TinyImageNet(), ImageFolder()):
-    DATASETS.add(_fmt.name, _fmt, aliases=_fmt.aliases)
 
 #: Folder depth searched below a data root itself (dataset-named folders are searched fully).
 ROOT_WALK_DEPTH = 6

@@ -11,6 +11,7 @@ import numpy as np
 
 from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size
+from encshield.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -232,3 +233,8 @@ class DatasetFormat:
 
     def __repr__(self) -> str:
         return f"<dataset format {self.name!r}>"
+
+
+#: Registered dataset formats (name -> :class:`DatasetFormat` instance); each format module adds
+#: its instance right after the class definition.
+DATASETS: Registry[DatasetFormat] = Registry("dataset")

@@ -24,9 +24,9 @@ from encshield.attacks.universal.base import (
     DEFAULT_EPS,
     UNIVERSAL_ATTACKS,
     ActivationTap,
-    AttackConfig,
     FitContext,
     UniversalAttack,
+    UniversalAttackConfig,
     fit_universal,
 )
 from encshield.attacks.universal.pap import PAP
@@ -45,7 +45,7 @@ __all__ = [
     "ActivationTap",
     "AdvEncoder",
     "AdvEncoderPatch",
-    "AttackConfig",
+    "UniversalAttackConfig",
     "FitContext",
     "RandomNoise",
     "UniversalAttack",

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from encshield.attacks.universal.base import AttackConfig, FitContext
+from encshield.attacks.universal.base import FitContext, UniversalAttackConfig
 
 __all__ = ["SignAscentConfig", "perturb", "sign_ascent"]
 
@@ -25,7 +25,7 @@ def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (x + delta).clamp(0, 1)
 
 
-class SignAscentConfig(AttackConfig):
+class SignAscentConfig(UniversalAttackConfig):
     """Optimisation settings of the sign-ascent attacks (SSP, PAP)."""
 
     batch_size: int = Field(32, ge=1, description="surrogate images per step")

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from encshield.attacks.perturbation import Perturbation
-from encshield.attacks.universal.base import AttackConfig, FitContext, UniversalAttack
+from encshield.attacks.universal.base import FitContext, UniversalAttack, UniversalAttackConfig
 from encshield.errors import ConfigError
 from encshield.models.modules import module_device
 
@@ -77,7 +77,7 @@ def make_logits_fn(encoder: nn.Module, head: nn.Module, image_shape: tuple[int, 
     return fn
 
 
-class ClassifierAttackConfig(AttackConfig):
+class ClassifierAttackConfig(UniversalAttackConfig):
     """Settings shared by UAP and UAPGD."""
 
     target_fooling_rate: float = Field(

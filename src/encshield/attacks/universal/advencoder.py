@@ -60,9 +60,9 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import (
     UNIVERSAL_ATTACKS,
-    AttackConfig,
     FitContext,
     UniversalAttack,
+    UniversalAttackConfig,
     cosine_distance,
 )
 from encshield.errors import ConfigError
@@ -136,7 +136,7 @@ def high_pass(x: torch.Tensor, radius: float) -> torch.Tensor:
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
 
 
-class AdvEncoderConfig(AttackConfig):
+class AdvEncoderConfig(UniversalAttackConfig):
     """Settings of Adv-PER / Adv-PAT."""
 
     batch_size: int = Field(64, ge=1, description="surrogate images per step (official: 256)")

@@ -45,7 +45,7 @@ __all__ = [
     "DEFAULT_EPS",
     "UNIVERSAL_ATTACKS",
     "ActivationTap",
-    "AttackConfig",
+    "UniversalAttackConfig",
     "FitContext",
     "UniversalAttack",
     "check_surrogate_images",
@@ -269,7 +269,7 @@ class FitContext:
 # ------------------------------------------------------------------------------------- base
 
 
-class AttackConfig(BaseModel):
+class UniversalAttackConfig(BaseModel):
     """Settings shared by every universal attack (each attack extends this; every field has a
     default, so ``Config()`` is always valid)."""
 
@@ -305,9 +305,9 @@ class UniversalAttack:
     paper: ClassVar[str] = ""
     #: what :meth:`objective` measures (lower = better for the attacker).
     objective_name: ClassVar[str] = ""
-    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    Config: ClassVar[type[UniversalAttackConfig]] = UniversalAttackConfig
 
-    def __init__(self, config: AttackConfig | dict[str, Any] | None = None, **overrides: Any):
+    def __init__(self, config: UniversalAttackConfig | dict[str, Any] | None = None, **overrides: Any):
         self.config = resolve(self.Config, config, **overrides)
 
     def __repr__(self) -> str:
@@ -533,7 +533,7 @@ def fit_universal(
     encoder: nn.Module,
     surrogate_images: torch.Tensor,
     *,
-    config: AttackConfig | dict[str, Any] | None = None,
+    config: UniversalAttackConfig | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Perturbation:
     """``UNIVERSAL_ATTACKS.get(name)(config, **overrides).fit(encoder, surrogate_images, ...)``.

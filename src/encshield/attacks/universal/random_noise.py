@@ -21,9 +21,9 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import (
     UNIVERSAL_ATTACKS,
-    AttackConfig,
     FitContext,
     UniversalAttack,
+    UniversalAttackConfig,
     cosine_distance,
 )
 
@@ -37,7 +37,7 @@ class RandomNoise(UniversalAttack):
     paper = "control: i.i.d. noise U(-eps, eps) per pixel (no learning)"
     objective_name = "negative mean cosine distance between E(x) and E(x')"
 
-    class Config(AttackConfig):
+    class Config(UniversalAttackConfig):
         distribution: Literal["uniform", "sign"] = Field(
             "uniform", description="uniform: U(-eps, eps); sign: ±eps with probability 1/2 each"
         )

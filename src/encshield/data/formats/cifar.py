@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.array_unpickler import UnsafePickleError, safe_loads
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.files import Container, FileEntry, natural_sorted
 from encshield.data.formats.common import (
     by_parent,
@@ -24,9 +25,8 @@ from encshield.data.formats.common import (
     peek_image_size,
     sorted_dirs,
 )
-from encshield.data.reading import read_entries
 from encshield.data.imaging import Size, is_image_name
-from encshield.data.safe_pickle import UnsafePickleError, safe_loads
+from encshield.data.reading import read_entries
 from encshield.errors import DatasetCorruptError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -265,6 +265,9 @@ class Cifar10(_Cifar):
     }
 
 
+DATASETS.add(Cifar10.name, Cifar10(), aliases=Cifar10.aliases)
+
+
 class Cifar100(_Cifar):
     name = "cifar100"
     title = "CIFAR-100"
@@ -290,3 +293,5 @@ class Cifar100(_Cifar):
         # "train"/"test" are generic file names: require the meta file or the official folder
         return "meta" in names or "cifar-100" in folder.rsplit("/", 1)[-1].lower()
 
+
+DATASETS.add(Cifar100.name, Cifar100(), aliases=Cifar100.aliases)

@@ -10,8 +10,8 @@ import numpy as np
 
 from encshield.data.base import Layout
 from encshield.data.files import Container, FileEntry, natural_sorted
-from encshield.data.reading import read_entries, read_one
 from encshield.data.imaging import ImageCollector, Size, peek_size, stack_images
+from encshield.data.reading import read_entries, read_one
 from encshield.errors import DatasetCorruptError
 
 

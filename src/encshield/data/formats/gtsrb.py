@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import (
     parse_csv,
@@ -276,3 +276,6 @@ class Gtsrb(DatasetFormat):
             what=f"GTSRB {split} images",
         )
         return Decoded(pixels, label_array, GTSRB_CLASSES, uniform)
+
+
+DATASETS.add(Gtsrb.name, Gtsrb(), aliases=Gtsrb.aliases)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.bounded import check_announced, gunzip_exact
 from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size, grey_to_rgb
@@ -227,6 +227,9 @@ class Mnist(_Idx):
     )
 
 
+DATASETS.add(Mnist.name, Mnist(), aliases=Mnist.aliases)
+
+
 class FashionMnist(_Idx):
     name = "fashion_mnist"
     title = "Fashion-MNIST"
@@ -249,3 +252,6 @@ class FashionMnist(_Idx):
         Resource(_FASHION_BASE + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
                  "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
     )
+
+
+DATASETS.add(FashionMnist.name, FashionMnist(), aliases=FashionMnist.aliases)

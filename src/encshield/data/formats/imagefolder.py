@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, SplitFiles
 from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import decode_entries, peek_image_size, sort_entries
 from encshield.data.imaging import Size, is_image_name
@@ -74,3 +74,6 @@ class ImageFolder(DatasetFormat):
         )
         labels = np.asarray(files.data["labels"], dtype=np.int64)
         return Decoded(images, labels, self.class_names(layout), uniform)
+
+
+DATASETS.add(ImageFolder.name, ImageFolder(), aliases=ImageFolder.aliases)

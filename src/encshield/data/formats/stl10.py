@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import by_parent, sorted_dirs
 from encshield.data.imaging import Size
@@ -133,3 +133,6 @@ class Stl10(DatasetFormat):
             if len(raw_names) == 10:
                 names = tuple(raw_names)
         return Decoded(images, labels, names, True)
+
+
+DATASETS.add(Stl10.name, Stl10(), aliases=Stl10.aliases)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.bounded import inflated_size
 from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size
@@ -172,3 +172,6 @@ class Svhn(DatasetFormat):
             raise self._corrupt(entry, f"labels outside 0..10 ({labels.min()}..{labels.max()})")
         images = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8, copy=False)
         return Decoded(images, labels, SVHN_CLASSES, True)
+
+
+DATASETS.add(Svhn.name, Svhn(), aliases=Svhn.aliases)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from encshield.data.base import DatasetFormat, Decoded, Layout, Resource, SplitFiles
+from encshield.data.base import DATASETS, DatasetFormat, Decoded, Layout, Resource, SplitFiles
 from encshield.data.files import Container, FileEntry
 from encshield.data.formats.common import read_images_and_files, sort_entries
 from encshield.data.imaging import Size, is_image_name, stack_images
@@ -280,3 +280,6 @@ class TinyImageNet(DatasetFormat):
             [arrays[i] for i in order], size=size, default_size=None, what="Tiny-ImageNet val images"
         )
         return Decoded(images, np.asarray(labels, dtype=np.int64), names, uniform)
+
+
+DATASETS.add(TinyImageNet.name, TinyImageNet(), aliases=TinyImageNet.aliases)
