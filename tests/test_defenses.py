@@ -227,3 +227,12 @@ def test_pgd_at_more_robust_than_standard() -> None:
         with torch.no_grad():
             robust[name] = float((clf(x_adv).argmax(1) == y).float().mean())
     assert robust["pgd_at"] > robust["standard"] + 0.1, robust
+
+
+def test_genaf_refuses_a_random_head_as_logit_anchor() -> None:
+    """The frozen anchor in logit space is the pre-trained encoder with the initial head: with
+    a random initial head that anchor is noise, so the combination is refused in one line."""
+    with pytest.raises(ConfigError, match="needs head_init=trained"):
+        build_defense("genaf_stage1", head_init="random", anchor="frozen_pretrained")
+    build_defense("genaf_stage1", head_init="random", anchor="frozen_pretrained",
+                  feature_space="encoder")  # encoder features need no head: allowed

@@ -243,7 +243,7 @@ def test_order_without_config_puts_kinds_in_report_order() -> None:
     rows = [dict(base, row=r, kind=k, attack=a, eps=e) for r, k, a, e in [
         ("pgd:eps=8/255,steps=10", "whitebox", "pgd", 0.03),
         ("apgd_ce:eps=8/255,steps=20", "whitebox", "apgd_ce", 0.03),
-        ("feature_pgd", "encoder", "feature_pgd", 0.04),
+        ("feature_pgd", "encoder_deployed", "feature_pgd", 0.04),
         ("uap@10", "universal", "uap", 10 / 255), ("uap@4", "universal", "uap", 4 / 255),
         ("clean", "clean", None, None)]]
     table = build_tables(aggregate(rows))[0]

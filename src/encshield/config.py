@@ -34,6 +34,9 @@ def _format_error(error: ValidationError, raw: dict[str, Any]) -> str:
         if item["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown field")
             continue
+        if not loc:  # a check across fields: its message says what is wrong
+            lines.append(message)
+            continue
         if "expected" in ctx:
             message = f"{value!r} is not allowed; allowed values: {ctx['expected']}"
         elif item["type"] != "missing":

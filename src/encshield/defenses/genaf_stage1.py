@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from encshield.defenses.base import DEFENSES
 from encshield.defenses.finetuning import (
@@ -68,6 +68,19 @@ class GenAFStage1Config(FinetuningConfig):
         description="Recorded only. The official code's defects (PGD on un-normalised inputs, "
         "attack gradients leaking into parameter .grad) are NOT implemented.",
     )
+
+    @model_validator(mode="after")
+    def _anchor_needs_a_trained_head(self) -> GenAFStage1Config:
+        """A frozen anchor in logit space is the pre-trained encoder *with the initial head*;
+        a random initial head makes the anchor logits noise (the regulariser then pulls the
+        model towards a random classifier), so that combination is refused."""
+        if self.anchor == "frozen_pretrained" and self.feature_space == "logits" \
+                and self.head_init == "random":
+            raise ValueError(
+                "anchor=frozen_pretrained with feature_space=logits needs head_init=trained "
+                "(a random initial head makes the anchor's logits meaningless); set "
+                "head_init=trained or feature_space=encoder")
+        return self
 
 
 @DEFENSES.register("genaf_stage1")

@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "KIND_ORDER",
     "METRICS",
+    "THREAT_MODELS",
     "AggregateRow",
     "Column",
     "ResultTable",
@@ -31,7 +32,7 @@ __all__ = [
     "budget_series",
     "build_tables",
     "fooling_matrix",
-        "format_duration",
+    "format_duration",
     "format_percent",
     "format_stat",
     "short_name",
@@ -44,8 +45,18 @@ __all__ = [
 METRICS = ("benign_accuracy", "robust_accuracy", "fooling_rate", "attack_success_rate")
 """The metric columns aggregated over seeds (fractions in [0, 1] or ``None``)."""
 
-KIND_ORDER = {"clean": 0, "universal": 1, "encoder": 2, "whitebox": 3}
-"""Rank of a row kind in the tables (unknown kinds come last)."""
+KIND_ORDER = {"clean": 0, "universal": 1, "encoder_public": 2, "encoder_deployed": 3,
+              "whitebox": 4, "worst_case": 5}
+"""Rank of a row kind in the tables (unknown kinds come last): the downstream-agnostic rows
+(crafted on the public encoder), then the adaptive ones (on the deployed model), then the
+per-sample worst cases."""
+
+#: Row kinds by threat model, in table order (see :mod:`encshield.evaluation.specs`).
+THREAT_MODELS = {
+    "downstream-agnostic (crafted on the public encoder)": ("universal", "encoder_public"),
+    "adaptive (on the deployed model)": ("encoder_deployed", "whitebox"),
+    "per-sample worst case": ("worst_case",),
+}
 
 _LAST = 10**9
 

@@ -55,8 +55,11 @@ summary { cursor: pointer; }
 .muted { color: #777; }
 """
 
-_KIND_LABELS = {"universal": "RA under universal attacks (DAE)",
-                "encoder": "RA under encoder attacks", "whitebox": "RA under white-box attacks"}
+_KIND_LABELS = {"universal": "RA under universal attacks (DAEs, public encoder)",
+                "encoder_public": "RA under encoder attacks on the public encoder (transferred)",
+                "encoder_deployed": "RA under encoder attacks on the deployed encoder (adaptive)",
+                "whitebox": "RA under white-box attacks on the deployed model (adaptive)",
+                "worst_case": "per-sample worst-case RA"}
 
 
 def _e(value: Any) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from encshield.budgets import format_budget
 from encshield.report.aggregate import (
+    THREAT_MODELS,
     ResultTable,
     fooling_matrix,
     format_duration,
@@ -92,11 +93,10 @@ def _seeds_note(table: ResultTable) -> str:
 
 
 def _kinds_note(table: ResultTable) -> str:
-    groups = {"universal": "universal (DAE)", "encoder": "encoder (feature space)",
-              "whitebox": "white-box"}
+    """The attack columns grouped by threat model (never one group for both)."""
     parts = []
-    for kind, label in groups.items():
-        rows = [c.row for c in table.attack_columns if c.kind == kind]
+    for label, kinds in THREAT_MODELS.items():
+        rows = [c.row for c in table.attack_columns if c.kind in kinds]
         if rows:
             parts.append(f"{label}: {', '.join(md_code(r) for r in rows)}")
     return "; ".join(parts)
