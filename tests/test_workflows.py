@@ -99,3 +99,30 @@ def test_every_job_takes_a_zoo_encoder(capsys: pytest.CaptureFixture[str]) -> No
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "unknown zoo encoder 'nope'" in err and "simclr-cifar10-r18w16" in err, argv
+
+
+def test_tune_chooses_on_validation_data(files: dict[str, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``encshield tune``: every grid point is fitted on the training slice and scored on the
+    disjoint validation slice (BA + RA under the attack); the chosen point is the best score."""
+    from encshield.records import TuneRecord
+
+    out = files["base"] / "tune.json"
+    assert main(["tune", "pgd_at", "--encoder", str(files["encoder"]), "--data",
+                 "imagefolder:train[:20]", "--val", "imagefolder:train[20:30]", "--root",
+                 str(files["data"]), "--grid", "head_lr=5e-3,5e-4", "--set", "epochs=1",
+                 "--set", "head_init_epochs=1", "--set", "batch_size=8", "--set",
+                 "attack.steps=1", "--attack", "pgd:eps=4/255,steps=2", "--no-progress",
+                 "--output", str(out)]) == 0
+    assert "chosen: --set" in capsys.readouterr().out
+    record = TuneRecord.load(out)
+    assert [p["point"] for p in record.points] == [{"head_lr": 5e-3}, {"head_lr": 5e-4}]
+    assert record.train["used"] == 20 and record.val["used"] == 10
+    best = max(record.points, key=lambda p: p["score"])
+    assert record.chosen_point == best["point"] and record.chosen["epochs"] == 1
+    for point in record.points:
+        assert point["score"] == pytest.approx(point["val_ba"] + point["val_ra"])
+        assert 0 <= point["val_ra"] <= 1 and 0 <= point["val_ba"] <= 1
+    assert main(["tune", "pgd_at", "--encoder", str(files["encoder"]), "--data", "imagefolder",
+                 "--val", "imagefolder", "--root", str(files["data"]), "--grid",
+                 "nope=1,2"]) == 2  # refused before any fit

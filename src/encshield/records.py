@@ -24,7 +24,7 @@ from encshield.provenance import (
     write_json,
 )
 
-__all__ = ["AttackRecord", "DefenseRecord", "EncoderEvalRecord", "Record"]
+__all__ = ["AttackRecord", "DefenseRecord", "EncoderEvalRecord", "Record", "TuneRecord"]
 
 R = TypeVar("R", bound="Record")
 
@@ -147,4 +147,34 @@ class EncoderEvalRecord(Record):
     knn: dict[str, float] = field(default_factory=dict)
     knn_temperature: float = 0.07
     linear: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class TuneRecord(Record):
+    """What :func:`encshield.workflows.tune_defense` tried and chose.
+
+    Attributes:
+        defense: the defense tuned; ``encoder``: the public encoder.
+        train, val: the training and the validation selections (disjoint images).
+        attack: the white-box spec of the validation RA.
+        grid: dotted config keys -> candidate values; ``base``: overrides of every point.
+        criterion: how the best point is chosen.
+        points: per point: ``point``, ``overrides``, ``val_ba``, ``val_ra``, ``score``,
+            ``fit_seconds``, ``train_accuracy``, ``losses``.
+        chosen, chosen_point: the winning overrides (full and grid part).
+        seconds: wall time of the whole search.
+    """
+
+    defense: str = ""
+    encoder: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    val: dict[str, Any] = field(default_factory=dict)
+    attack: str = ""
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+    criterion: str = ""
+    points: list[dict[str, Any]] = field(default_factory=list)
+    chosen: dict[str, Any] = field(default_factory=dict)
+    chosen_point: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         pretrain_cmd,
         quickstart_cmd,
         report_cmd,
+        tune_cmd,
         zoo_cmd,
     )
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module in (
         quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, defend_cmd,
-        evaluate_cmd, bench_cmd, report_cmd, zoo_cmd,
+        evaluate_cmd, tune_cmd, bench_cmd, report_cmd, zoo_cmd,
     ):
         module.register(subparsers)
     return parser

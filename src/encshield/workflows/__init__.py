@@ -8,6 +8,7 @@ a seed and config overrides, and returns the artefact plus a typed record:
 * :func:`fit_defense` -> ``(Classifier, DefenseRecord)``: a downstream model with a defense.
 * :func:`evaluate_model` -> ``EvaluationRecord``: the DAE protocol on a downstream model.
 * :func:`evaluate_encoder` -> ``EncoderEvalRecord``: kNN and linear probe of an encoder.
+* :func:`tune_defense` -> ``TuneRecord``: a defense's settings chosen on validation data.
 
 Nothing above this layer (``encshield.cli``, ``encshield.bench``) loads, selects or fits anything
 itself. New jobs (backdoor injection, ZePAD, AToP) get their workflow here.
@@ -25,6 +26,7 @@ from encshield.workflows.specs import (
     parse_device,
     resolve_encoder,
 )
+from encshield.workflows.tune import tune_defense
 
 __all__ = [
     "DataSpec",
@@ -38,4 +40,5 @@ __all__ = [
     "load_perturbations",
     "parse_device",
     "resolve_encoder",
+    "tune_defense",
 ]
