@@ -586,3 +586,22 @@ def test_html_renders_in_a_headless_browser(report_dir: Path, tmp_path: Path) ->
         assert image.size == (1280, 2000)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colors is not None and len(colors) > 10  # text, table borders, bars: not blank
+
+
+def test_robustbench_entries(report_dir: Path, db: Path) -> None:
+    """One JSON per (encoder, defense, dataset) in RobustBench's leaderboard fields, with the
+    clean accuracy of the aggregated table (percent strings, two decimals)."""
+    from encshield.report import load_report
+
+    data = load_report(db)
+    files = sorted((report_dir / "robustbench").glob("*.json"))
+    expected = {(t.encoder, d, t.dataset) for t in data.tables for d in t.defenses}
+    assert len(files) == len(expected)
+    for file in files:
+        entry = json.loads(file.read_text())
+        assert {"name", "venue", "architecture", "eps", "clean_acc", "reported",
+                "autoattack_acc"} <= set(entry)
+        table = next(t for t in data.tables
+                     if t.encoder == entry["encoder"] and t.dataset == entry["dataset"])
+        clean = table.get(entry["defense"], "clean").stat("benign_accuracy")
+        assert entry["clean_acc"] == f"{100 * clean.mean:.2f}"

@@ -230,7 +230,9 @@ def write_report(db_path: str | os.PathLike[str] | ReportData,
         output_dir: default ``RESULTS.report/`` next to the store.
         formats: any of :data:`FORMATS`. ``md`` writes ``report.md`` plus ``images/*.png`` and
             ``charts/*.svg`` it links; ``html`` a self-contained ``report.html``; ``csv``
-            ``metrics.csv`` (raw rows) and ``aggregate.csv``; ``json`` ``report.json``.
+            ``metrics.csv`` (raw rows) and ``aggregate.csv``; ``json`` ``report.json`` and one
+            ``robustbench/ENCODER-DEFENSE-DATASET.json`` per model in RobustBench's leaderboard
+            fields.
     Returns:
         keys ``md``, ``html``, ``csv``, ``csv_aggregate``, ``json`` (those written).
     Raises:
@@ -272,6 +274,12 @@ def _write_formats(data: ReportData, out: Path, formats: Sequence[str]) -> dict[
         from encshield.report.export import report_json_text
 
         written["json"] = _write_text(out / "report.json", report_json_text(data))
+        from encshield.provenance import dumps_strict
+        from encshield.report.export import robustbench_entries
+
+        for name, entry in robustbench_entries(data).items():  # one file per model
+            written[f"robustbench:{name}"] = _write_text(
+                out / "robustbench" / f"{name}.json", dumps_strict(entry) + "\n")
     return written
 
 

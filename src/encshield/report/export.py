@@ -14,8 +14,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from encshield.budgets import format_budget
 from encshield.provenance import to_jsonable
-from encshield.report.aggregate import METRICS, AggregateRow, ResultTable
+from encshield.report.aggregate import METRICS, AggregateRow, ResultTable, short_name, slug
 
 if TYPE_CHECKING:
     from encshield.report import ReportData
@@ -28,6 +29,7 @@ __all__ = [
     "metrics_csv",
     "report_json",
     "report_json_text",
+    "robustbench_entries",
     "slim",
 ]
 
@@ -129,3 +131,50 @@ def report_json_text(data: ReportData) -> str:
 
     return json.dumps(to_jsonable(report_json(data)), indent=2, default=str,
                       allow_nan=False) + "\n"
+
+
+def robustbench_entries(data: ReportData) -> dict[str, dict[str, Any]]:
+    """One leaderboard entry per (encoder, defense, dataset), in RobustBench's fields.
+
+    ``name, venue, architecture, eps, clean_acc, reported, autoattack_acc`` (accuracies in
+    percent as strings with two decimals, as RobustBench's model cards; ``autoattack_acc`` from
+    an ``autoattack`` white-box row when the bench ran one, else ``null``; ``eps`` that row's
+    budget, else the first white-box row's), plus encshield's own fields: the encoder, dataset,
+    seeds, the per-sample worst-case RAs and every row's mean RA. Keyed by a file-system safe
+    ``encoder-defense-dataset`` name.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for table in data.tables:
+        for defense in table.defenses:
+            rows = {c.row: table.get(defense, c.row) for c in table.columns}
+            clean = next((r for c, r in zip(table.columns, rows.values())
+                          if c.kind == "clean" and r is not None), None)
+            whitebox = [(c, rows[c.row]) for c in table.columns
+                        if c.kind == "whitebox" and rows.get(c.row) is not None]
+            auto = next(((c, r) for c, r in whitebox if c.attack == "autoattack"), None)
+            budget = (auto or (whitebox[0] if whitebox else (None, None)))[0]
+
+            def mean(row: AggregateRow | None, metric: str = "robust_accuracy") -> float | None:
+                stat = row.stat(metric) if row is not None else None
+                return None if stat is None else stat.mean
+
+            def pct(value: float | None) -> str | None:
+                return None if value is None else f"{100 * value:.2f}"
+
+            key = slug(f"{short_name(table.encoder)}-{defense}-{table.dataset}")
+            out[key] = {
+                "name": f"{defense} on {short_name(table.encoder)}",
+                "venue": "encshield bench",
+                "architecture": "encoder + downstream head",
+                "eps": None if budget is None or budget.eps is None else format_budget(budget.eps),
+                "clean_acc": pct(mean(clean, "benign_accuracy")),
+                "reported": None,
+                "autoattack_acc": None if auto is None else pct(mean(auto[1])),
+                "encoder": table.encoder, "dataset": table.dataset, "defense": defense,
+                "seeds": list(table.seeds), "threat_model": "Linf",
+                "worst_case_dae_acc": pct(mean(rows.get("worst-case DAE"))),
+                "worst_case_all_acc": pct(mean(rows.get("worst-case all"))),
+                "robust_acc": {c.row: pct(mean(rows[c.row])) for c in table.attack_columns
+                               if rows.get(c.row) is not None},
+            }
+    return out
