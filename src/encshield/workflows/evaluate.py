@@ -28,7 +28,12 @@ from encshield.errors import ConfigError
 from encshield.evaluation.describe import describe_encoder, describe_perturbation
 from encshield.evaluation.evaluate import PerturbationLike, evaluate_classifier
 from encshield.evaluation.records import EvaluationRecord
-from encshield.evaluation.specs import WhiteboxSpec, parse_whitebox
+from encshield.evaluation.specs import (
+    WhiteboxSpec,
+    parse_whitebox,
+    resolve_attack,
+    validate_spec,
+)
 from encshield.workflows.specs import (
     DataSpec,
     EncoderSpec,
@@ -148,6 +153,8 @@ def evaluate_model(
         raise ConfigError("give exactly one of model (a defended classifier) or encoder (to "
                           "train the no-defense head)")
     specs = [parse_whitebox(s) if isinstance(s, str) else s for s in whitebox]
+    for spec in specs:  # every attack is known and configured right, before any work
+        validate_spec(resolve_attack(spec.name), spec)
     dev = parse_device(device)
     timings: dict[str, float] = {}
     started_all = time.perf_counter()
