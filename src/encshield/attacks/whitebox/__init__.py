@@ -28,12 +28,12 @@ from encshield.attacks.whitebox.apgd import (
     APGDTargetedConfig,
     apgd,
     apgd_targeted,
+    step_size_checkpoints,
 )
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
     AttackConfig,
     WhiteboxAttack,
-    checkpoints,
     default_predict,
 )
 from encshield.attacks.whitebox.bpda import BPDA, bpda
@@ -70,7 +70,6 @@ __all__ = [
     "apgd",
     "apgd_targeted",
     "bpda",
-    "checkpoints",
     "cross_entropy",
     "cw_margin",
     "default_predict",
@@ -83,4 +82,5 @@ __all__ = [
     "pgd",
     "resolve_objective",
     "sanity_check",
+    "step_size_checkpoints",
 ]
