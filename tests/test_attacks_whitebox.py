@@ -25,6 +25,7 @@ from encshield.attacks.whitebox import (
     WHITEBOX_ATTACKS,
     apgd,
     apgd_targeted,
+    autoattack,
     cw_margin,
     dlr,
     dlr_targeted,
@@ -33,9 +34,12 @@ from encshield.attacks.whitebox import (
     fgsm,
     pgd,
     sanity_check,
+    square,
     step_size_checkpoints,
 )
 from encshield.attacks.whitebox.apgd import APGDConfig, APGDTargetedConfig
+from encshield.attacks.whitebox.autoattack import AutoAttackConfig
+from encshield.attacks.whitebox.square import SquareConfig
 from encshield.attacks.whitebox.base import Problem
 from encshield.attacks.whitebox.fgsm import FGSMConfig
 from encshield.attacks.whitebox.pgd import PGDConfig
@@ -46,7 +50,8 @@ NAMES = WHITEBOX_ATTACKS.names()
 EPS = {"linf": 8 / 255, "l2": 0.5}
 #: Fast settings per attack for the generic tests (defaults otherwise).
 FAST = {"pgd": {"steps": 10}, "pgd_l2": {"steps": 10}, "apgd_ce": {"steps": 10},
-        "apgd_dlr": {"steps": 10}, "apgd_t": {"steps": 5, "n_target_classes": 3}, "fgsm": {}}
+        "apgd_dlr": {"steps": 10}, "apgd_t": {"steps": 5, "n_target_classes": 3}, "fgsm": {},
+        "square": {"queries": 100}, "autoattack": {"steps": 5, "n_target_classes": 3, "queries": 20}}
 
 
 def _images(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +148,8 @@ def _uniform_noise(x: torch.Tensor, eps: float, norm: str, seed: int = 0) -> tor
 
 
 def test_registry_names_and_configs() -> None:
-    assert NAMES == ["apgd_ce", "apgd_dlr", "apgd_t", "fgsm", "pgd", "pgd_l2"]
+    assert NAMES == ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "fgsm", "pgd", "pgd_l2",
+                     "square"]
     for name in NAMES:
         attack = WHITEBOX_ATTACKS.get(name)
         config = attack.config()
@@ -162,6 +168,7 @@ def test_registry_names_and_configs() -> None:
 
 @pytest.mark.parametrize(("function", "config_class"), [
     (pgd, PGDConfig), (apgd, APGDConfig), (fgsm, FGSMConfig), (apgd_targeted, APGDTargetedConfig),
+    (square, SquareConfig), (autoattack, AutoAttackConfig),
 ])
 def test_function_defaults_match_configs(function, config_class) -> None:  # noqa: ANN001
     """The keyword defaults of each function are its config's defaults (one source of truth)."""
@@ -212,7 +219,7 @@ def test_stronger_than_random_noise_and_not_above_clean(name: str, batch) -> Non
     assert robust < noise - 0.2
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "fgsm"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("fgsm", "square", "autoattack")])
 def test_more_steps_and_restarts_never_hurt(name: str, batch) -> None:  # noqa: ANN001
     model, x, y = batch
     steps = FAST[name]["steps"]
