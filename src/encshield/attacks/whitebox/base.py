@@ -426,9 +426,18 @@ class Ball:
             return x_adv.addcmul_(step, direction)
         return x_adv.add_(direction, alpha=step)
 
-    def random_start(self, generator: torch.Generator) -> torch.Tensor:
-        """A point drawn uniformly from the ball (then clipped to [0, 1])."""
+    def random_start(
+        self, generator: torch.Generator, distribution: str = "uniform", std: float = 0.001
+    ) -> torch.Tensor:
+        """A point drawn uniformly from the ball (then clipped to [0, 1]).
+
+        ``distribution="normal"``: ``x + std * N(0, I)`` instead (MART's and TRADES' small
+        Gaussian start), projected onto the ball and [0, 1].
+        """
         x = self.x
+        if distribution == "normal":
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return self.project_(noise.mul_(std).add_(x))
         if self.norm == "linf":
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             start = noise.mul_(2 * self.eps).sub_(self.eps).add_(x)
@@ -541,17 +550,21 @@ def restarts_driver(
     random_start: bool,
     run_once: Callable[[Problem, Ball, torch.Tensor], Best],
     overall: Best | None = None,
+    start_distribution: str = "uniform",
+    start_std: float = 0.001,
 ) -> Best:
     """Run ``run_once`` ``restarts`` times and keep the best point per sample.
 
     Restart ``r`` starts from the ``r``-th random start drawn for the *whole* batch, so the first
     restarts of a run with more restarts are exactly the restarts of a run with fewer: more
     restarts never give a worse point. With ``mode="misclassified"`` a restart only attacks the
-    samples no earlier restart has broken.
+    samples no earlier restart has broken. ``start_distribution`` / ``start_std``: see
+    :meth:`Ball.random_start`.
     """
     overall = overall if overall is not None else Best(ball.x, mode)
     for _ in range(restarts):
-        start = ball.random_start(generator) if random_start else ball.x.clone()
+        start = (ball.random_start(generator, start_distribution, start_std) if random_start
+                 else ball.x.clone())
         index: torch.Tensor | None = None
         if mode == "misclassified" and problem.labels is not None:
             active = ~overall.success
