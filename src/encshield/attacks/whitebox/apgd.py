@@ -239,7 +239,8 @@ def _apgd_once(
         with torch.no_grad():
             z = ball.project_(ball.step_(x_k.clone(), grad, eta))
             # x(k+1) = x(k) + alpha (z - x(k)) + (1 - alpha)(x(k) - x(k-1)), in this order of
-            # operations, into new buffers (x_prev may alias x_max after a reset).
+            # operations (as the reference, for bitwise agreement), into new buffers; after a
+            # reset x(k) = x_max and x(k-1) is still the iterate before the reset.
             momentum = (x_k - x_prev).mul_(1 - alpha)
             new = z.sub_(x_k).mul_(alpha).add_(x_k).add_(momentum)
             ball.project_(new)
