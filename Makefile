@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 		-c requirements/constraints.txt -e ".[test]"
 	# test-only reference implementation (APGD cross-check), installed without its dependencies
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
+	# test-only reference implementation (AutoAttack parity tests; imports only numpy and torch)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps pyautoattack==0.2.0
 	touch $(STAMP)
 
 install: $(STAMP)

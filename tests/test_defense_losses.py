@@ -374,6 +374,36 @@ def test_mart_hand_computed():
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_mart_inner_attack_start_option():
+    """attack_start='gaussian' is the official MART code's start x + 0.001 N(0, I) followed by
+    Madry's sign steps (a reference loop here); the default stays the uniform start."""
+    from encshield.attacks.whitebox import pgd
+    from encshield.defenses import build_defense
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5)).eval()
+    x = torch.rand(6, 3, 4, 4)
+    y = torch.arange(6) % 5
+    eps, step, steps, seed = 0.031, 0.007, 4, 3
+    attack = {"eps": eps, "step_size": step, "steps": steps}
+    official = build_defense("mart", attack=attack, attack_start="gaussian")
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    reference = (x + 0.001 * noise).clamp(0, 1)
+    for _ in range(steps):
+        leaf = reference.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(leaf), y), leaf)
+        reference = reference + step * grad.sign()
+        reference = torch.min(torch.max(reference, x - eps), x + eps).clamp(0, 1)
+    assert_close(official.attack(model, x, y, seed), reference, atol=1e-6, rtol=0)
+    default = build_defense("mart", attack=attack)
+    assert default.config.attack_start == "uniform"
+    assert torch.equal(default.attack(model, x, y, seed),
+                       pgd(model, x, y, eps=eps, steps=steps, step_size=step, keep_best="last",
+                           seed=seed))
+    with pytest.raises(ConfigError, match="random_start"):
+        build_defense("mart", attack={"random_start": False}, attack_start="gaussian")
+
+
 # ------------------------------------------------------------------------------ PGD-AT
 
 

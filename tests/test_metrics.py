@@ -238,6 +238,28 @@ def test_auroc_is_exact_for_large_inputs() -> None:
     assert m.auroc(scores, truth) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_detection_metrics_match_scikit_learn(seed: int) -> None:
+    """AUROC = ``roc_auc_score``; TPR at FPR = the highest TPR of ``roc_curve``'s operating points
+    whose FPR does not exceed the requested one (the rules ``score > t`` and sklearn's
+    ``score >= tau`` reach the same points). scikit-learn is a test-only dependency."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(200 + seed)
+    n = int(torch.randint(20, 400, (1,), generator=g))
+    truth = torch.rand(n, generator=g) < 0.3 + 0.1 * seed
+    truth[0], truth[1] = True, False
+    scores = torch.randn(n, generator=g) + 1.5 * truth.float()
+    if seed % 2:
+        scores = torch.round(scores * 2) / 2  # many ties
+    y_true, y_score = truth.numpy().astype(int), scores.double().numpy()
+    assert m.auroc(scores, truth) == pytest.approx(
+        sklearn_metrics.roc_auc_score(y_true, y_score), abs=1e-12)
+    fprs, tprs, _ = sklearn_metrics.roc_curve(y_true, y_score, drop_intermediate=False)
+    for fpr in (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0):
+        expected = float(tprs[fprs <= fpr + 1e-12].max())
+        assert m.tpr_at_fpr(scores, truth, fpr) == pytest.approx(expected, abs=1e-12), fpr
+
+
 # ------------------------------------------------------------------------------------------
 # validation
 # ------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Optimisers and learning-rate schedules shared by every training loop.
 
 * :class:`LARS` (You et al., 2017, "Large Batch Training of Convolutional Networks"), as used by
-  the SimCLR/BYOL recipes: SGD with momentum whose per-parameter step is scaled by the trust
-  ratio ``eta * ||w|| / (||g|| + wd * ||w||)``; biases and normalisation parameters (1-D
-  tensors) are excluded from the adaptation and from weight decay, as in those recipes.
+  the SimCLR/BYOL recipes and solo-learn: SGD with momentum whose per-parameter step
+  ``g + wd * w`` is scaled by the trust ratio ``eta * ||w|| / (||g|| + wd * ||w|| + 1e-8)``
+  (``||g||`` the norm of the loss gradient alone); with solo-learn's ``clip_lr`` the ratio
+  becomes ``min(ratio / lr, 1)``. Biases and normalisation parameters (1-D tensors) are
+  excluded from the adaptation and from weight decay, as in those recipes.
 * :func:`warmup_cosine`: linear warm-up then cosine decay, evaluated per step.
 """
 
@@ -28,14 +30,21 @@ class OptimizerConfig(BaseModel):
     weight_decay: float = Field(1e-5, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     eta: float = Field(0.02, gt=0, description="LARS trust coefficient")
+    clip_lr: bool = Field(False, description="LARS: trust ratio min(ratio / lr, 1) (solo-learn)")
     warmup_epochs: float = Field(10, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of the peak")
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling (LARS).
+    """SGD with momentum and layer-wise adaptive rate scaling (LARS; You et al., 2017).
 
-    Parameters with ``ndim <= 1`` (biases, BN affine) get plain SGD without weight decay.
+    For a parameter ``w`` with ``ndim > 1`` and loss gradient ``g`` (both norms non-zero) the
+    step direction is ``d = (g + wd * w) * r`` with the trust ratio
+    ``r = eta * ||w|| / (||g|| + wd * ||w|| + eps)``, and with ``clip_lr``
+    ``r = min(r / lr, 1)`` (solo-learn's ``clip_lars_lr``: the effective rate ``lr * r`` never
+    exceeds ``lr``). Then ``buf = momentum * buf + d`` (``buf = d`` at the first step) and
+    ``w -= lr * buf``. Parameters with ``ndim <= 1`` (biases, BN affine), and a parameter whose
+    weight or gradient norm is zero, get the plain gradient: no trust ratio, no weight decay.
     """
 
     def __init__(
@@ -45,34 +54,36 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         eta: float = 0.02,
+        clip_lr: bool = False,
+        eps: float = 1e-8,
     ) -> None:
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
+                                      clip_lr=clip_lr, eps=eps))
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            wd, lr = group["weight_decay"], group["lr"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad
                 if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
                     w_norm = torch.linalg.vector_norm(p)
                     g_norm = torch.linalg.vector_norm(grad)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0),
-                        group["eta"] * w_norm / g_norm,
-                        torch.ones_like(w_norm),
-                    )
-                    grad = grad.mul(trust)
+                    trust = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+                    if group.get("clip_lr", False):
+                        trust = (trust / lr).clamp(max=1.0) if lr > 0 else torch.ones_like(trust)
+                    scaled = grad.add(p, alpha=wd).mul_(trust)
+                    grad = torch.where((w_norm > 0) & (g_norm > 0), scaled, grad)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = grad.clone()
                 else:
                     buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
+                p.add_(buf, alpha=-lr)
         return loss
 
 
@@ -83,7 +94,8 @@ def build_optimizer(
     lr = config.lr * (batch_size / 256 if config.scale_lr_with_batch else 1.0)
     params = list(params)
     if config.name == "lars":
-        return LARS(params, lr, config.weight_decay, config.momentum, config.eta)
+        return LARS(params, lr, config.weight_decay, config.momentum, config.eta,
+                    clip_lr=config.clip_lr)
     if config.name == "sgd":
         return torch.optim.SGD(
             params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay

@@ -21,15 +21,6 @@ from encshield.data import cache as _cache
 from encshield.data import download as _download
 from encshield.data.advice import not_found_error, split_missing_error, with_advice
 from encshield.data.base import DATASETS, DatasetFormat, DatasetInfo, Decoded, Layout
-from encshield.data.formats import (  # noqa: F401 - importing a format module registers it
-    cifar,
-    gtsrb,
-    idx,
-    imagefolder,
-    stl10,
-    svhn,
-    tiny_imagenet,
-)
 from encshield.data.dataset import ImageDataset
 from encshield.data.files import (
     Container,
@@ -38,6 +29,15 @@ from encshield.data.files import (
     archive_kind,
     dir_container,
     single_file_container,
+)
+from encshield.data.formats import (  # noqa: F401 - importing a format module registers it
+    cifar,
+    gtsrb,
+    idx,
+    imagefolder,
+    stl10,
+    svhn,
+    tiny_imagenet,
 )
 from encshield.data.imaging import MixedSizesError, Size, normalize_size, resize_images
 from encshield.errors import (

@@ -5,8 +5,11 @@ repository), on a surrogate classifier of the encoder.
 Algorithm (docs/methods.md, "Universal attacks"): walk over the surrogate images in a seeded random order; for each
 image the surrogate classifier does not yet misclassify (prediction on ``x + delta`` equal to the
 prediction on ``x``), run at most ``steps`` (10) steps of a momentum-like sign-PGD on a per-image
-perturbation ``delta0`` (starting at 0) that maximises the cross-entropy of the surrogate logits of
-``x + delta + delta0`` with respect to the clean prediction::
+perturbation ``delta0`` (starting at 0) that maximises the cross-entropy of the L2-normalised
+surrogate logits ``z / ||z||_2`` of ``x + delta + delta0`` with respect to the clean prediction
+(METHODS.md 6.3: "CE(normalised logits, clean label)"; the PAP code normalises the logits before
+the cross-entropy, which bounds them to the unit sphere and so changes the gradient's direction
+and its sign pattern, not just its scale)::
 
     v      <- momentum * v + weight_decay * (x + delta0) + grad      (momentum 0.5, wd 1e-5)
     delta0 <- delta0 + alpha * sign(v)
@@ -35,7 +38,16 @@ from encshield.attacks.universal._classifier import (
 )
 from encshield.attacks.universal.base import UNIVERSAL_ATTACKS, FitContext
 
-__all__ = ["UAPGD"]
+__all__ = ["UAPGD", "normalized_cross_entropy"]
+
+
+def normalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the L2-normalised logits ``z / ||z||_2`` (UAPGD's loss).
+
+    Deng & Karam, ICIP 2020, as run in the PAP repository (METHODS.md 6.3). The argmax, i.e. the
+    label, is unchanged by the normalisation. Logits ``(N, C)``, labels int64 ``(N,)``.
+    """
+    return F.cross_entropy(F.normalize(logits, dim=1), labels)
 
 
 @UNIVERSAL_ATTACKS.register("uapgd", aliases=("uapepgd", "upgd"))
@@ -78,7 +90,7 @@ class UAPGD(ClassifierAttack):
             if int(logits.argmax(1)) != int(y):
                 delta0 = delta0.detach()
                 break
-            loss = F.cross_entropy(logits, y)
+            loss = normalized_cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, delta0)
             delta0 = delta0.detach()
             velocity = cfg.momentum * velocity + cfg.weight_decay * (x + delta0) + grad

@@ -8,10 +8,12 @@ in [0, 1] and within the budget) and supports EOT (``eot_samples``).
 
 * :data:`WHITEBOX_ATTACKS`: registry with the uniform call
   ``WHITEBOX_ATTACKS.get(name)(model, x, y, *, eps, seed=0, **config) -> x_adv``:
-  ``pgd`` (L-inf), ``pgd_l2``, ``apgd_ce``, ``apgd_dlr``, ``apgd_t`` (targeted DLR), ``fgsm``;
-  each has a pydantic config with defaults (``.config_class``).
+  ``pgd`` (L-inf), ``pgd_l2``, ``apgd_ce``, ``apgd_dlr``, ``apgd_t`` (targeted DLR), ``fgsm``,
+  ``square`` (L-inf random search) and ``autoattack`` (the ensemble APGD-CE, APGD-T, Square;
+  no FAB-T); each has a pydantic config with defaults (``.config_class``).
 * Functions: :func:`pgd` (Madry et al. 2018), :func:`apgd` / :func:`apgd_targeted` (Croce &
-  Hein 2020), :func:`fgsm` (Goodfellow et al. 2015), :func:`feature_pgd` (encoder-only,
+  Hein 2020), :func:`square` (Andriushchenko et al. 2020), :func:`autoattack` (Croce & Hein
+  2020), :func:`fgsm` (Goodfellow et al. 2015), :func:`feature_pgd` (encoder-only,
   feature-distance PGD: the per-sample control of the DAE tables).
 * Objectives (:data:`OBJECTIVES`): ``ce``, ``cw``, ``dlr``, ``dlr_targeted``,
   ``feature_distance`` (cosine), ``feature_l2``; any callable ``(outputs, y) -> (N,)`` to
@@ -28,12 +30,17 @@ from encshield.attacks.whitebox.apgd import (
     APGDTargetedConfig,
     apgd,
     apgd_targeted,
+    step_size_checkpoints,
+)
+from encshield.attacks.whitebox.autoattack import (
+    AUTOATTACK_COMPONENTS,
+    AutoAttackConfig,
+    autoattack,
 )
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
     AttackConfig,
     WhiteboxAttack,
-    checkpoints,
     default_predict,
 )
 from encshield.attacks.whitebox.bpda import BPDA, bpda
@@ -52,8 +59,10 @@ from encshield.attacks.whitebox.objectives import (
 )
 from encshield.attacks.whitebox.pgd import PGDConfig, PGDL2Config, pgd
 from encshield.attacks.whitebox.sanity import SanityFlag, sanity_check
+from encshield.attacks.whitebox.square import SquareConfig, square, square_fraction
 
 __all__ = [
+    "AUTOATTACK_COMPONENTS",
     "ENCODER_ATTACKS",
     "BPDA",
     "OBJECTIVES",
@@ -62,16 +71,18 @@ __all__ = [
     "APGDDLRConfig",
     "APGDTargetedConfig",
     "AttackConfig",
+    "AutoAttackConfig",
     "FGSMConfig",
     "Objective",
     "PGDConfig",
     "PGDL2Config",
     "SanityFlag",
+    "SquareConfig",
     "WhiteboxAttack",
     "apgd",
     "apgd_targeted",
+    "autoattack",
     "bpda",
-    "checkpoints",
     "cross_entropy",
     "cw_margin",
     "default_predict",
@@ -84,4 +95,7 @@ __all__ = [
     "pgd",
     "resolve_objective",
     "sanity_check",
+    "square",
+    "square_fraction",
+    "step_size_checkpoints",
 ]

@@ -28,7 +28,6 @@ bookkeeping and the restart driver).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -57,6 +56,7 @@ __all__ = [
     "Predict",
     "WhiteboxAttack",
     "attack_context",
+    "clean_best",
     "default_predict",
 ]
 
@@ -155,7 +155,7 @@ class WhiteboxAttack:
 
 
 #: The per-sample white-box attacks by name (``pgd``, ``pgd_l2``, ``apgd_ce``, ``apgd_dlr``,
-#: ``apgd_t``, ``fgsm``).
+#: ``apgd_t``, ``fgsm``, ``square``, ``autoattack``).
 WHITEBOX_ATTACKS: Registry[WhiteboxAttack] = Registry("white-box attack")
 
 
@@ -426,9 +426,18 @@ class Ball:
             return x_adv.addcmul_(step, direction)
         return x_adv.add_(direction, alpha=step)
 
-    def random_start(self, generator: torch.Generator) -> torch.Tensor:
-        """A point drawn uniformly from the ball (then clipped to [0, 1])."""
+    def random_start(
+        self, generator: torch.Generator, distribution: str = "uniform", std: float = 0.001
+    ) -> torch.Tensor:
+        """A point drawn uniformly from the ball (then clipped to [0, 1]).
+
+        ``distribution="normal"``: ``x + std * N(0, I)`` instead (MART's and TRADES' small
+        Gaussian start), projected onto the ball and [0, 1].
+        """
         x = self.x
+        if distribution == "normal":
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return self.project_(noise.mul_(std).add_(x))
         if self.norm == "linf":
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             start = noise.mul_(2 * self.eps).sub_(self.eps).add_(x)
@@ -477,6 +486,24 @@ class Best:
         torch.where(take, loss.float(), self.loss, out=self.loss)
 
     @torch.no_grad()
+    def update_at(
+        self, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor | None
+    ) -> None:
+        """Offer the points ``x`` of the samples ``index`` (int64 ``(M,)``) with their loss and
+        success (``x``, ``loss``, ``success`` hold ``M`` rows)."""
+        mine_loss, mine_success = self.loss[index], self.success[index]
+        better = loss.float() > mine_loss
+        if self.mode == "misclassified" and success is not None:
+            take = (success | better) & ~mine_success
+        else:
+            take = better
+        if success is not None:
+            self.success[index] = mine_success | success
+        chosen = index[take]
+        self.x[chosen] = x[take]
+        self.loss[chosen] = loss.float()[take]
+
+    @torch.no_grad()
     def merge(self, index: torch.Tensor | None, other: Best) -> None:
         """Offer the best points ``other`` found on the samples ``index`` (``None`` = all)."""
         mine_loss = self.loss if index is None else self.loss[index]
@@ -497,6 +524,22 @@ class Best:
         self.loss[chosen] = other.loss[take]
 
 
+def clean_best(problem: Problem, x: torch.Tensor, mode: str) -> Best:
+    """A :class:`Best` holding the clean points, with the samples already broken on ``x`` marked.
+
+    One forward pass (times ``eot_samples``) without gradient. The restarts driver then attacks
+    only the other samples, and a sample broken on its clean input is returned unchanged: as in
+    AutoAttack, which attacks only the points its model classifies correctly. With
+    ``mode="loss"`` or without a success test nothing is marked and no pass is spent.
+    """
+    best = Best(x, mode)
+    if mode == "misclassified" and problem.labels is not None:
+        _, success, _ = problem.evaluate(x, grad=False)
+        if success is not None:
+            best.success |= success
+    return best
+
+
 def restarts_driver(
     problem: Problem,
     ball: Ball,
@@ -507,17 +550,21 @@ def restarts_driver(
     random_start: bool,
     run_once: Callable[[Problem, Ball, torch.Tensor], Best],
     overall: Best | None = None,
+    start_distribution: str = "uniform",
+    start_std: float = 0.001,
 ) -> Best:
     """Run ``run_once`` ``restarts`` times and keep the best point per sample.
 
     Restart ``r`` starts from the ``r``-th random start drawn for the *whole* batch, so the first
     restarts of a run with more restarts are exactly the restarts of a run with fewer: more
     restarts never give a worse point. With ``mode="misclassified"`` a restart only attacks the
-    samples no earlier restart has broken.
+    samples no earlier restart has broken. ``start_distribution`` / ``start_std``: see
+    :meth:`Ball.random_start`.
     """
     overall = overall if overall is not None else Best(ball.x, mode)
     for _ in range(restarts):
-        start = ball.random_start(generator) if random_start else ball.x.clone()
+        start = (ball.random_start(generator, start_distribution, start_std) if random_start
+                 else ball.x.clone())
         index: torch.Tensor | None = None
         if mode == "misclassified" and problem.labels is not None:
             active = ~overall.success
@@ -530,18 +577,3 @@ def restarts_driver(
         overall.merge(index, result)
     return overall
 
-
-def checkpoints(steps: int) -> list[int]:
-    """APGD's checkpoints ``w_j = ceil(p_j * steps)`` (Croce & Hein, ICML 2020, Sec. 3.2).
-
-    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; returns the
-    ``w_j`` with ``1 <= w_j < steps``, increasing and without duplicates.
-    """
-    p_prev, p = 0.0, 0.22
-    points: list[int] = []
-    while p <= 1.0:
-        w = math.ceil(p * steps - 1e-9)
-        if 1 <= w < steps and (not points or w > points[-1]):
-            points.append(w)
-        p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
-    return points

@@ -22,7 +22,7 @@ iterate is taken from its gradient pass.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -57,7 +57,10 @@ class PGDConfig(AttackConfig):
         eps: budget (default 8/255 for L-inf).
         steps: gradient steps per restart, >= 1.
         step_size: step per iteration; ``None`` = ``2.5 * eps / steps`` (Madry et al.).
-        random_start: start at a uniform random point of the ball (else at ``x``).
+        random_start: start at a random point of the ball (else at ``x``).
+        start_distribution: ``uniform`` in the ball (Madry et al.) or ``normal``:
+            ``x + start_std * N(0, I)`` (the official MART and TRADES code, std 0.001).
+        start_std: standard deviation of the ``normal`` start, > 0.
         restarts: random restarts, >= 1; the best point per sample is kept.
         targeted: ``y`` holds target labels; maximise ``-objective(outputs, y)``; success =
             classified as the target.
@@ -67,6 +70,8 @@ class PGDConfig(AttackConfig):
     steps: int = Field(10, ge=1)
     step_size: float | None = Field(None, gt=0)
     random_start: bool = True
+    start_distribution: Literal["uniform", "normal"] = "uniform"
+    start_std: float = Field(0.001, gt=0)
     restarts: int = Field(1, ge=1)
     targeted: bool = False
     keep_best: KeepBest = "misclassified"
@@ -113,8 +118,9 @@ def run_pgd(
                                predict=config.predict, eot_samples=config.eot_samples)
         ball = Ball(x, config.eps, config.norm)
         generator = local_generator(seed, x.device)
+        start = dict(distribution=config.start_distribution, std=config.start_std)
         if config.keep_best == "last":
-            x_adv = ball.random_start(generator) if config.random_start else x.clone()
+            x_adv = ball.random_start(generator, **start) if config.random_start else x.clone()
             for _ in range(config.steps):
                 _, _, grad = problem.evaluate(x_adv, grad=True)
                 assert grad is not None
@@ -128,7 +134,8 @@ def run_pgd(
 
         best = restarts_driver(problem, ball, restarts=config.restarts, mode=config.keep_best,
                                generator=generator, random_start=config.random_start,
-                               run_once=once)
+                               run_once=once, start_distribution=config.start_distribution,
+                               start_std=config.start_std)
     return best.x
 
 
@@ -142,6 +149,8 @@ def pgd(
     steps: int = 10,
     step_size: float | None = None,
     random_start: bool = True,
+    start_distribution: Literal["uniform", "normal"] = "uniform",
+    start_std: float = 0.001,
     restarts: int = 1,
     targeted: bool = False,
     objective: str | Objective = "ce",
@@ -161,7 +170,8 @@ def pgd(
             a tuple of tensors indexed by sample).
         eps: budget: L-inf in [0, 1] pixel units (8/255) or L2 norm per sample.
         norm: ``linf`` or ``l2``.
-        steps, step_size, random_start, restarts, targeted, keep_best: see :class:`PGDConfig`.
+        steps, step_size, random_start, start_distribution, start_std, restarts, targeted,
+            keep_best: see :class:`PGDConfig`.
         objective: name in :data:`~encshield.attacks.whitebox.objectives.OBJECTIVES` or a
             callable ``(outputs, y) -> (N,)`` to maximise.
         eot_samples: gradients (and losses) averaged over that many passes (EOT).
@@ -173,8 +183,9 @@ def pgd(
     """
     config = validate(PGDConfig, dict(
         eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=random_start,
-        restarts=restarts, targeted=targeted, objective=objective, eot_samples=eot_samples,
-        keep_best=keep_best, predict=predict))
+        start_distribution=start_distribution, start_std=start_std, restarts=restarts,
+        targeted=targeted, objective=objective, eot_samples=eot_samples, keep_best=keep_best,
+        predict=predict))
     return run_pgd(model, x, y, config, seed)
 
 
