@@ -39,8 +39,8 @@ from encshield.attacks.whitebox.autoattack import (
 )
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     default_predict,
 )
 from encshield.attacks.whitebox.bpda import BPDA, bpda
@@ -70,7 +70,7 @@ __all__ = [
     "APGDConfig",
     "APGDDLRConfig",
     "APGDTargetedConfig",
-    "AttackConfig",
+    "WhiteboxAttackConfig",
     "AutoAttackConfig",
     "FGSMConfig",
     "Objective",

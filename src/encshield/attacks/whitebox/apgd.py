@@ -57,12 +57,12 @@ from torch import nn
 
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     Ball,
     Best,
     Predict,
     Problem,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     attack_context,
     clean_best,
     default_predict,
@@ -93,7 +93,7 @@ ApgdKeep = Literal["misclassified", "loss"]
 FirstComparison = Literal["previous", "zero"]
 
 
-class APGDConfig(AttackConfig):
+class APGDConfig(WhiteboxAttackConfig):
     """APGD with cross-entropy (APGD-CE) by default.
 
     Attributes:
@@ -127,7 +127,7 @@ class APGDDLRConfig(APGDConfig):
     objective: str | Callable[..., Any] = "dlr"
 
 
-class APGDTargetedConfig(AttackConfig):
+class APGDTargetedConfig(WhiteboxAttackConfig):
     """APGD-T: APGD with the targeted DLR loss towards the top-k wrong classes.
 
     Attributes:

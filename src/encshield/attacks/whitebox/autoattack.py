@@ -34,9 +34,9 @@ from torch import nn
 from encshield.attacks.whitebox.apgd import APGDConfig, APGDDLRConfig, APGDTargetedConfig
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     Predict,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     attack_context,
     clean_best,
     make_problem,
@@ -53,7 +53,7 @@ AUTOATTACK_COMPONENTS = ("apgd_ce", "apgd_dlr", "apgd_t", "square")
 Component = Literal["apgd_ce", "apgd_dlr", "apgd_t", "square"]
 
 
-class AutoAttackConfig(AttackConfig):
+class AutoAttackConfig(WhiteboxAttackConfig):
     """The ensemble and the settings of its components (AutoAttack's "standard" defaults).
 
     Attributes:
@@ -92,7 +92,7 @@ class AutoAttackConfig(AttackConfig):
             raise ValueError("square is L-inf only; for norm='l2' list attacks without 'square'")
         return self
 
-    def component(self, name: str) -> AttackConfig:
+    def component(self, name: str) -> WhiteboxAttackConfig:
         """The validated configuration of the component ``name``."""
         shared = dict(eps=self.eps, norm=self.norm, eot_samples=self.eot_samples,
                       predict=self.predict)

@@ -50,7 +50,7 @@ from encshield.registry import Registry
 
 __all__ = [
     "WHITEBOX_ATTACKS",
-    "AttackConfig",
+    "WhiteboxAttackConfig",
     "KeepBest",
     "Norm",
     "Predict",
@@ -69,7 +69,7 @@ KeepBest = Literal["misclassified", "loss", "last"]
 Predict = Callable[[Any], torch.Tensor]
 
 
-class AttackConfig(BaseModel):
+class WhiteboxAttackConfig(BaseModel):
     """Fields every white-box attack shares (subclassed per attack with its own defaults).
 
     Attributes:
@@ -121,7 +121,7 @@ class WhiteboxAttack:
     """
 
     name: str
-    config_class: type[AttackConfig]
+    config_class: type[WhiteboxAttackConfig]
     run: RunFn
     summary: str = ""
 
@@ -130,7 +130,7 @@ class WhiteboxAttack:
         """The threat model of the default configuration (``linf`` or ``l2``)."""
         return str(self.config_class.model_fields["norm"].default)
 
-    def config(self, **values: Any) -> AttackConfig:
+    def config(self, **values: Any) -> WhiteboxAttackConfig:
         """A validated configuration; raises ConfigError naming the field and the bad value."""
         return validate(self.config_class, values)
 

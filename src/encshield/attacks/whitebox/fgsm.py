@@ -20,10 +20,10 @@ from torch import nn
 
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     Ball,
     Predict,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     attack_context,
     local_generator,
     make_problem,
@@ -35,7 +35,7 @@ from encshield.config import validate
 __all__ = ["FGSMConfig", "fgsm", "run_fgsm"]
 
 
-class FGSMConfig(AttackConfig):
+class FGSMConfig(WhiteboxAttackConfig):
     """FGSM.
 
     Attributes:

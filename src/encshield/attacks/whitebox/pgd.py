@@ -30,7 +30,6 @@ from torch import nn
 
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     Ball,
     Best,
     KeepBest,
@@ -38,6 +37,7 @@ from encshield.attacks.whitebox.base import (
     Predict,
     Problem,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     attack_context,
     local_generator,
     make_problem,
@@ -50,7 +50,7 @@ from encshield.config import validate
 __all__ = ["PGDConfig", "PGDL2Config", "pgd", "run_pgd"]
 
 
-class PGDConfig(AttackConfig):
+class PGDConfig(WhiteboxAttackConfig):
     """PGD (L-inf by default).
 
     Attributes:

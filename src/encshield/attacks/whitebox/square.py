@@ -35,13 +35,13 @@ from torch import nn
 
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    AttackConfig,
     Ball,
     Best,
     KeepBest,
     Predict,
     Problem,
     WhiteboxAttack,
+    WhiteboxAttackConfig,
     attack_context,
     clean_best,
     local_generator,
@@ -58,7 +58,7 @@ __all__ = ["SquareConfig", "run_square", "square", "square_fraction"]
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-class SquareConfig(AttackConfig):
+class SquareConfig(WhiteboxAttackConfig):
     """Square Attack (L-inf).
 
     Attributes:
