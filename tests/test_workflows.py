@@ -118,10 +118,14 @@ def test_tune_chooses_on_validation_data(files: dict[str, Path],
     record = TuneRecord.load(out)
     assert [p["point"] for p in record.points] == [{"head_lr": 5e-3}, {"head_lr": 5e-4}]
     assert record.train["used"] == 20 and record.val["used"] == 10
-    best = max(record.points, key=lambda p: p["score"])
+    qualified = [p for p in record.points if p["qualifies"]]
+    best = (max(qualified, key=lambda p: (p["val_ra"], p["val_ba"])) if qualified
+            else max(record.points, key=lambda p: p["score"]))
     assert record.chosen_point == best["point"] and record.chosen["epochs"] == 1
+    assert record.qualified == bool(qualified) and 0 <= record.baseline["val_ba"] <= 1
     for point in record.points:
         assert point["score"] == pytest.approx(point["val_ba"] + point["val_ra"])
+        assert point["qualifies"] == (point["val_ba"] >= 0.7 * record.baseline["val_ba"])
         assert 0 <= point["val_ra"] <= 1 and 0 <= point["val_ba"] <= 1
     assert main(["tune", "pgd_at", "--encoder", str(files["encoder"]), "--data", "imagefolder",
                  "--val", "imagefolder", "--root", str(files["data"]), "--grid",

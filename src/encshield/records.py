@@ -159,10 +159,12 @@ class TuneRecord(Record):
         train, val: the training and the validation selections (disjoint images).
         attack: the white-box spec of the validation RA.
         grid: dotted config keys -> candidate values; ``base``: overrides of every point.
-        criterion: how the best point is chosen.
+        criterion: how the best point is chosen; ``baseline``: the no-defense model's
+            ``val_ba``, ``val_ra``, ``fit_seconds`` on the same data.
         points: per point: ``point``, ``overrides``, ``val_ba``, ``val_ra``, ``score``,
-            ``fit_seconds``, ``train_accuracy``, ``losses``.
-        chosen, chosen_point: the winning overrides (full and grid part).
+            ``qualifies`` (BA floor met), ``fit_seconds``, ``train_accuracy``, ``losses``.
+        chosen, chosen_point: the winning overrides (full and grid part); ``qualified``: whether
+            it met the BA floor.
         seconds: wall time of the whole search.
     """
 
@@ -174,7 +176,9 @@ class TuneRecord(Record):
     grid: dict[str, list[Any]] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
     criterion: str = ""
+    baseline: dict[str, Any] = field(default_factory=dict)
     points: list[dict[str, Any]] = field(default_factory=list)
     chosen: dict[str, Any] = field(default_factory=dict)
     chosen_point: dict[str, Any] = field(default_factory=dict)
+    qualified: bool = False
     seconds: float = 0.0

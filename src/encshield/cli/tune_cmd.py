@@ -9,8 +9,10 @@ Example (the quickstart's PGD-AT settings)::
 
 Every grid point (``--grid KEY=V1,V2``, dotted keys, values parsed as YAML) is fitted on the
 training selection and scored on the validation selection: clean accuracy (BA) + robust accuracy
-under ``--attack`` (default PGD-10 at 8/255). The table, the criterion and the chosen settings
-(as ``--set`` options) are printed; the JSON record holds every point.
+under ``--attack`` (default PGD-10 at 8/255), next to the no-defense model on the same data. The
+highest RA among the points keeping ``BA >= --min-ba-ratio`` x the no-defense BA wins. The
+table, the criterion and the chosen settings (as ``--set`` options) are printed; the JSON record
+holds every point.
 """
 
 from __future__ import annotations
@@ -72,19 +74,25 @@ def run(args: argparse.Namespace) -> int:
     record = tune_defense(
         args.name, args.encoder, train, val, parse_grid(args.grid),
         base=read_overrides(args.config, args.overrides), attack=args.attack,
-        val_attack_limit=args.val_attack_limit, seed=args.seed, image_size=args.image_size,
+        val_attack_limit=args.val_attack_limit, min_ba_ratio=args.min_ba_ratio, seed=args.seed,
+        image_size=args.image_size,
         device=args.device, progress=not args.no_progress)
     console = Console()
     table = Table(title=f"{args.name}: validation on {val.text} ({record.val['used']} images)")
-    for column in ("point", "val BA", f"val RA ({record.attack})", "score", "fit s"):
+    for column in ("point", "val BA", f"val RA ({record.attack})", "BA floor met", "fit s"):
         table.add_column(column, justify="left" if column == "point" else "right")
+    base = record.baseline
+    table.add_row("no defense (reference)", f"{100 * base['val_ba']:.1f}",
+                  f"{100 * base['val_ra']:.1f}", "-", f"{base['fit_seconds']:.0f}")
     for point in record.points:
         mark = " *" if point["point"] == record.chosen_point else ""
         table.add_row(", ".join(f"{k}={v}" for k, v in point["point"].items()) + mark,
                       f"{100 * point['val_ba']:.1f}", f"{100 * point['val_ra']:.1f}",
-                      f"{100 * point['score']:.1f}", f"{point['fit_seconds']:.0f}")
+                      "yes" if point["qualifies"] else "no", f"{point['fit_seconds']:.0f}")
     console.print(table)
     console.print(f"criterion: {record.criterion}")
+    if not record.qualified:
+        console.print("no point kept the BA floor: widen the grid (more steps, lower lrs)")
     console.print("chosen: " + " ".join(f"--set {s}" for s in _flat(record.chosen)))
     if args.output is not None:
         record.save(args.output)
@@ -109,6 +117,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--val-limit", type=int, default=None, metavar="N")
     parser.add_argument("--val-attack-limit", type=int, default=None, metavar="N",
                         help="attack only N validation images (seeded class-stratified subset)")
+    parser.add_argument("--min-ba-ratio", type=float, default=0.7, metavar="R",
+                        help="a point qualifies with validation BA >= R x the no-defense BA "
+                        "(default 0.7)")
     parser.add_argument("--attack", default="pgd:eps=8/255,steps=10", metavar="SPEC",
                         help="white-box spec of the validation RA (default pgd:eps=8/255,steps=10)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",

@@ -4,8 +4,11 @@ For every point of a small grid (e.g. head/encoder learning rates, epochs, warm-
 inner-attack steps) the defense is fitted on the training selection and evaluated on a
 *validation* selection of the downstream training split (disjoint images, e.g.
 ``cifar10:train[40000:45000]`` when the model trains on ``train[:40000]``): clean accuracy (BA)
-and robust accuracy under a white-box attack (RA, default PGD-10 at 8/255). The criterion is
-stated in the record: the point with the highest ``BA + RA`` wins (ties: the cheaper fit).
+and robust accuracy under a white-box attack (RA, default PGD-10 at 8/255). The no-defense
+model (``none``) is fitted and scored the same way as the reference. The criterion, stated in
+every record: among the points that keep ``BA >= min_ba_ratio x`` the no-defense BA (a defense
+that collapses clean accuracy is no answer), the highest RA wins (ties: higher BA, then the
+cheaper fit); when no point qualifies, the highest ``BA + RA`` wins and the record says so.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resol
 __all__ = ["CRITERION", "grid_points", "tune_defense"]
 
 #: How the best point is chosen (also written into every record).
-CRITERION = "max(validation BA + validation RA under the attack); ties: shortest fit"
+CRITERION = ("max validation RA among points with validation BA >= {ratio} x the no-defense "
+             "BA (ties: higher BA, then the shorter fit); if none qualifies: max BA + RA")
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:
@@ -66,6 +70,7 @@ def tune_defense(
     base: Mapping[str, Any] | None = None,
     attack: str = "pgd:eps=8/255,steps=10",
     val_attack_limit: int | None = None,
+    min_ba_ratio: float = 0.7,
     seed: int = 0,
     image_size: int | None = None,
     device: str | torch.device = "cpu",
@@ -82,6 +87,8 @@ def tune_defense(
         base: overrides applied to every point before the grid's (nested dict).
         attack: the white-box spec of the validation RA.
         val_attack_limit: attack this many validation images (seeded stratified subset).
+        min_ba_ratio: a point qualifies when its validation BA is at least this fraction of the
+            no-defense model's.
         seed: seed of every fit and of the attack subset.
 
     Returns:
@@ -102,32 +109,42 @@ def tune_defense(
     resolved = resolve_encoder(encoder)
     size = image_size or resolved.input_size
     val_data = val.select(size)
-    results: list[dict[str, Any]] = []
-    train_info: dict[str, Any] = {}
+    def score(overrides: dict[str, Any], defense: str) -> dict[str, Any]:
+        classifier, record = fit_defense(defense, resolved, train, seed=seed,
+                                         overrides=overrides, image_size=size, device=dev)
+        evaluation = evaluate_classifier(
+            classifier, val_data.dataset.images, val_data.dataset.labels, whitebox=[spec],
+            whitebox_limit=val_attack_limit, subset_seed=seed, device=dev, keep_per_sample=False)
+        ba = float(evaluation.metrics["clean"].benign_accuracy or 0.0)
+        ra = float(evaluation.metrics[spec.row_name].robust_accuracy or 0.0)
+        return {"overrides": overrides, "val_ba": ba, "val_ra": ra, "score": ba + ra,
+                "fit_seconds": round(record.time_s, 1), "train": record.data,
+                "train_accuracy": record.train_accuracy[-1:], "losses": record.losses}
+
     started = time.perf_counter()
-    with progress_bar(f"tune {name}", len(points), enabled=progress) as bar:
+    with progress_bar(f"tune {name}", len(points) + 1, enabled=progress) as bar:
+        baseline = score({}, "none")
+        bar(info=f"no defense: BA {baseline['val_ba']:.3f} RA {baseline['val_ra']:.3f}")
+        results: list[dict[str, Any]] = []
         for point in points:
             overrides = dict(base)
             for key, value in point.items():
                 merge(overrides, _nested(key, value))
-            classifier, record = fit_defense(name, resolved, train, seed=seed,
-                                             overrides=overrides, image_size=size, device=dev)
-            evaluation = evaluate_classifier(
-                classifier, val_data.dataset.images, val_data.dataset.labels, whitebox=[spec],
-                whitebox_limit=val_attack_limit, subset_seed=seed, device=dev,
-                keep_per_sample=False)
-            train_info = record.data
-            ba = float(evaluation.metrics["clean"].benign_accuracy or 0.0)
-            ra = float(evaluation.metrics[spec.row_name].robust_accuracy or 0.0)
-            results.append({"point": point, "overrides": overrides, "val_ba": ba, "val_ra": ra,
-                            "score": ba + ra, "fit_seconds": round(record.time_s, 1),
-                            "train_accuracy": record.train_accuracy[-1:],
-                            "losses": record.losses})
-            bar(info=f"{point}: BA {ba:.3f} RA {ra:.3f}")
-    best = max(results, key=lambda r: (r["score"], -r["fit_seconds"]))
+            results.append({"point": point, **score(overrides, name)})
+            bar(info=f"{point}: BA {results[-1]['val_ba']:.3f} RA {results[-1]['val_ra']:.3f}")
+    floor = min_ba_ratio * baseline["val_ba"]
+    for result in results:
+        result["qualifies"] = result["val_ba"] >= floor
+    qualified = [r for r in results if r["qualifies"]]
+    if qualified:
+        best = max(qualified, key=lambda r: (r["val_ra"], r["val_ba"], -r["fit_seconds"]))
+    else:
+        best = max(results, key=lambda r: (r["score"], -r["fit_seconds"]))
     return TuneRecord(
-        defense=name, encoder=resolved.describe(), train=train_info,
+        defense=name, encoder=resolved.describe(), train=baseline.pop("train"),
         val=val_data.info, attack=spec.text, grid={k: list(v) for k, v in grid.items()},
-        base=base, criterion=CRITERION, points=results, chosen=best["overrides"],
-        chosen_point=best["point"], seconds=round(time.perf_counter() - started, 1),
-        machine=machine_info(dev))
+        base=base, criterion=CRITERION.format(ratio=min_ba_ratio),
+        baseline={k: v for k, v in baseline.items() if k != "overrides"},
+        points=[{k: v for k, v in r.items() if k != "train"} for r in results],
+        chosen=best["overrides"], chosen_point=best["point"], qualified=bool(qualified),
+        seconds=round(time.perf_counter() - started, 1), machine=machine_info(dev))
