@@ -159,9 +159,10 @@ def test_sigkill_then_resume_equals_uninterrupted(smoke_encoder: Path, shared_da
     assert _snapshot(killed) == _snapshot(full)
     with ResultsStore(killed, readonly=True) as store:
         rows = store.metrics()
-        assert len(rows) == len({(r["cell_id"], r["row"]) for r in rows}) == 4 * 4
+        assert len(rows) == len({(r["cell_id"], r["row"]) for r in rows}) == 4 * 6
         assert {r["defense"] for r in rows} == {"none", "pgd_at"}
-        assert {r["row"] for r in rows} == {"clean", "random_noise", "ssp", "pgd:eps=8/255,steps=2"}
+        assert {r["row"] for r in rows} == {"clean", "random_noise", "ssp", "pgd:eps=8/255,steps=2",
+                                            "worst-case DAE", "worst-case all"}
         for row in rows:
             assert 0.0 <= row["robust_accuracy"] <= 1.0
 
