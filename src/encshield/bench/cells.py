@@ -117,6 +117,7 @@ def write_examples(kept: dict[str, Any], class_names: list[str], png: Path,
                       per_row * (2 * width + _GAP + _PAIR_GAP) - _PAIR_GAP, 3), 255, np.uint8)
 
     def paste(image: Any, x: int, y: int) -> list[int]:
+        """Paste a ``(C, H, W)`` uint8 image at ``(x, y)``; return its box."""
         pixels = image.permute(1, 2, 0).numpy()
         canvas[y:y + height, x:x + width] = pixels if pixels.shape[2] == 3 else pixels[:, :, :1]
         return [x, y, x + width, y + height]

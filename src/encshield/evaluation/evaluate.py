@@ -115,6 +115,7 @@ class RowExamples:
     adv_pred: list[int]
 
     def __len__(self) -> int:
+        """Number of samples kept."""
         return len(self.indices)
 
 
@@ -137,11 +138,13 @@ class _Capture:
     """The first ``k`` adversarial images of a row, kept batch after batch (uint8, CPU)."""
 
     def __init__(self, k: int) -> None:
+        """Keep up to ``k`` images."""
         self.k = k
         self.parts: list[torch.Tensor] = []
         self.count = 0
 
     def keep(self, x_adv: torch.Tensor) -> None:
+        """Keep the first images of a batch while fewer than ``k`` are kept."""
         need = self.k - self.count
         if need > 0 and isinstance(x_adv, torch.Tensor) and x_adv.dim() == 4:
             part = _to_uint8(x_adv[:need])
@@ -149,6 +152,7 @@ class _Capture:
             self.count += int(part.shape[0])
 
     def images(self) -> torch.Tensor:
+        """The kept images, uint8 ``(n, C, H, W)``."""
         return torch.cat(self.parts) if self.parts else torch.empty(0, dtype=torch.uint8)
 
 
@@ -257,6 +261,7 @@ def _per_sample_row(rows: _Rows, name: str, kind: str, limit: int | None,
     capture = _Capture(rows.examples)
 
     def kept(x: torch.Tensor, y: torch.Tensor, b: int) -> torch.Tensor:
+        """The row's attack, its first adversarial images kept."""
         x_adv = attack(x, y, b)
         capture.keep(x_adv)
         return x_adv

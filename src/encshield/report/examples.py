@@ -89,6 +89,7 @@ class ExampleSet:
 # ------------------------------------------------------------------------------------ reading
 
 def _int(value: Any) -> int | None:
+    """``value`` when it is an int (not a bool), else ``None``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -106,6 +107,7 @@ def _box(value: Any, size: tuple[int, int]) -> Box | None:
 
 
 def _sample(entry: Any, size: tuple[int, int]) -> ExampleSample | None:
+    """One checked sample entry of a sidecar (``None`` when malformed)."""
     if not isinstance(entry, dict):
         return None
     numbers = [_int(entry.get(k)) for k in ("index", "label", "clean_pred", "adv_pred")]
@@ -213,6 +215,7 @@ def _compose(example: ExampleSet, samples: Sequence[ExampleSample], scale: int) 
 
 
 def _png_bytes(image: Any) -> bytes:
+    """A PIL image as PNG bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -248,10 +251,12 @@ def write_strips(sets: Sequence[ExampleSet], folder: Path) -> dict[tuple[str, st
 # ---------------------------------------------------------------------------------- rendering
 
 def _mark(prediction: int, label: int) -> str:
+    """A check mark for a correct prediction, a cross for a wrong one."""
     return "\u2713" if prediction == label else "\u2717"
 
 
 def _intro(example: ExampleSet) -> str:
+    """Which model and seed a set of examples comes from, in words."""
     return (f"{short_name(example.encoder)} on {example.dataset}, defense {example.defense}, "
             f"seed {example.seed}")
 
@@ -292,6 +297,7 @@ def render_markdown(sets: Sequence[ExampleSet], files: dict[tuple[str, str], str
 
 
 def _figure(example: ExampleSet, sample: ExampleSample, row: str) -> str:
+    """One pair (base64 PNG) with its caption: label and both predictions."""
     try:
         payload = base64.b64encode(pair_png(example, sample)).decode("ascii")
     except (OSError, ValueError) as error:

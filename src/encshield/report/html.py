@@ -92,6 +92,7 @@ def _header(data: ReportData) -> str:
 
 
 def _threat_model(kind: str) -> str:
+    """The threat-model group of a row kind (``other`` for kinds not listed)."""
     return next((label for label, kinds in THREAT_MODELS.items() if kind in kinds), "other")
 
 
@@ -104,6 +105,7 @@ def _classes(columns: Sequence[Column], i: int) -> list[str]:
 
 
 def _wc(columns: Sequence[Column], i: int) -> str:
+    """The ``class`` attribute of attack column ``i`` (empty when it has none)."""
     classes = _classes(columns, i)
     return f' class="{" ".join(classes)}"' if classes else ""
 

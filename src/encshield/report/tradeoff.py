@@ -42,6 +42,7 @@ def _x(value: float) -> float:
 
 
 def _x_axis() -> list[str]:
+    """Vertical grid lines, x ticks (0..100) and the x axis title."""
     parts = []
     for tick in range(0, 101, 20):
         x = _x(tick / 100)
@@ -55,6 +56,7 @@ def _x_axis() -> list[str]:
 
 
 def _x_error_bar(stat: Stat, y: float, cap: float = 4.0) -> list[str]:
+    """A horizontal mean +- std bar with caps (nothing with one seed)."""
     if stat.std is None:
         return []
     low, high = _x(stat.mean - stat.std), _x(stat.mean + stat.std)

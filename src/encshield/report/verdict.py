@@ -61,7 +61,14 @@ _BASELINE = "none"
 
 @dataclass(frozen=True)
 class Best:
-    """The defense(s) with the highest mean of one metric (several on a tie)."""
+    """The defense(s) with the highest mean of one metric (several on a tie).
+
+    Attributes:
+        row, defenses, stat: the table row, the best defense(s) and their statistic.
+        threat_model: what the row stands for (worst-case rows), in words.
+        collapsed: every best defense collapsed (BA near chance).
+        others, others_stat: then, the best among the defenses that did not collapse.
+    """
 
     row: str
     defenses: tuple[str, ...]
@@ -69,10 +76,10 @@ class Best:
     threat_model: str = ""
     collapsed: bool = False
     others: tuple[str, ...] = ()
-    """When the best defenses all collapsed: the best among those that did not."""
     others_stat: Stat | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (means as fractions, ``text`` as in the tables)."""
         return {"row": self.row, "threat_model": self.threat_model,
                 "defenses": list(self.defenses), "mean": self.stat.mean, "std": self.stat.std,
                 "text": format_stat(self.stat), "collapsed": self.collapsed,
@@ -95,6 +102,7 @@ class DefenseCost:
     collapsed: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (changes in percentage points)."""
         return {"defense": self.defense, "ba_mean": None if self.ba is None else self.ba.mean,
                 "ba_change_points": _points(self.ba_change), "train_time_s": self.train_time_s,
                 "model_cell_wall_time_s": self.model_wall_time_s,
@@ -126,12 +134,15 @@ class Verdict:
 
     @property
     def collapsed(self) -> list[str]:
+        """The defenses whose BA is within :data:`CHANCE_MARGIN` of chance."""
         return [c.defense for c in self.costs if c.collapsed]
 
     def cost(self, defense: str) -> DefenseCost | None:
+        """The :class:`DefenseCost` of ``defense`` (``None`` when unknown)."""
         return next((c for c in self.costs if c.defense == defense), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``verdict`` entries of ``report.json``)."""
         return {"encoder": self.encoder, "dataset": self.dataset, "seeds": list(self.seeds),
                 "num_classes": self.num_classes, "chance": self.chance,
                 "chance_margin": CHANCE_MARGIN, "baseline": self.baseline,
@@ -142,6 +153,7 @@ class Verdict:
 
 
 def _points(change: float | None) -> float | None:
+    """A change as a fraction -> percentage points (``None`` stays)."""
     return None if change is None else 100.0 * change
 
 
@@ -164,16 +176,20 @@ def robust_rows(table: ResultTable) -> list[str]:
 
 
 def _stat(table: ResultTable, defense: str, row: str | None, metric: str) -> Stat | None:
+    """The ``metric`` statistic of ``defense`` on ``row`` (``None`` when missing)."""
     cell = table.get(defense, row) if row is not None else None
     return None if cell is None else cell.stat(metric)
 
 
 def _clean_row(table: ResultTable) -> str | None:
+    """The name of the table's clean (BA) column."""
     return next((c.row for c in table.columns if c.kind == "clean"), None)
 
 
 def _best(table: ResultTable, row: str | None, metric: str, collapsed: set[str],
           threat_model: str = "") -> Best | None:
+    """The defense(s) with the highest mean ``metric`` on ``row``; when all of them collapsed, also
+    the best of the others."""
     stats = {d: s for d in table.defenses if (s := _stat(table, d, row, metric)) is not None}
     if row is None or not stats:
         return None
@@ -195,12 +211,14 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _matches(cell: Any, table: ResultTable) -> bool:
+    """Whether a model cell belongs to ``table`` (same encoder spec and dataset)."""
     params = _dict(cell.params)
     return (_dict(params.get("encoder")).get("spec") == table.encoder
             and _dict(params.get("dataset")).get("name") == table.dataset)
 
 
 def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number (not a bool), else ``None``."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
         else None
 
@@ -252,6 +270,7 @@ def _train_time(cells: Iterable[Any]) -> tuple[float | None, float | None]:
 
 
 def _difference(a: Stat | None, b: Stat | None) -> float | None:
+    """``a.mean - b.mean`` (``None`` when either is missing)."""
     return None if a is None or b is None else a.mean - b.mean
 
 
@@ -303,6 +322,7 @@ Line = list[str]
 
 
 def _names(names: Sequence[str]) -> list[str]:
+    """Store names as escapable parts separated by commas."""
     parts: list[str] = []
     for i, name in enumerate(names):
         parts += ([", "] if i else []) + [_Name(name)]
@@ -310,16 +330,19 @@ def _names(names: Sequence[str]) -> list[str]:
 
 
 def _seeds(seeds: Sequence[int]) -> str:
+    """How the numbers were aggregated over seeds, in words."""
     if len(seeds) == 1:
         return f"one seed ({seeds[0]})"
     return f"means over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def _change(value: float | None) -> str:
+    """A change as signed percentage points (``n/a`` when unknown)."""
     return "n/a" if value is None else f"{100 * value:+.1f} points"
 
 
 def _best_line(prefix: Line, best: Best) -> Line:
+    """``prefix`` + the best defense(s) and their value, flagged when collapsed."""
     line = [*prefix, *_names(best.defenses), f" ({format_stat(best.stat)} %"]
     line.append(", collapsed)" if best.collapsed else ")")
     if best.others and best.others_stat is not None:
@@ -329,6 +352,7 @@ def _best_line(prefix: Line, best: Best) -> Line:
 
 
 def _title(verdict: Verdict) -> tuple[Line, str]:
+    """The verdict's heading (encoder on dataset) and its facts (seeds, classes, chance)."""
     facts = [_seeds(verdict.seeds)]
     if verdict.num_classes:
         facts.append(f"{verdict.num_classes} classes, chance {format_percent(verdict.chance)} %")
@@ -398,6 +422,7 @@ def render_markdown(verdicts: Sequence[Verdict], level: int = 2) -> str:
     from encshield.report.markdown import md_text
 
     def text(line: Line) -> str:
+        """The line as Markdown, store strings escaped."""
         return "".join(md_text(p) if isinstance(p, _Name) else p for p in line)
 
     out = [f"{'#' * level} Verdict", "",
@@ -416,6 +441,7 @@ def render_markdown(verdicts: Sequence[Verdict], level: int = 2) -> str:
 def render_html(verdicts: Sequence[Verdict]) -> str:
     """The verdicts as an HTML section (every string escaped)."""
     def text(line: Line) -> str:
+        """The line as HTML, store strings escaped and emphasised."""
         return "".join(f"<strong>{escape(p)}</strong>" if isinstance(p, _Name) else escape(p)
                        for p in line)
 
