@@ -159,9 +159,10 @@ def test_sigkill_then_resume_equals_uninterrupted(smoke_encoder: Path, shared_da
     assert _snapshot(killed) == _snapshot(full)
     with ResultsStore(killed, readonly=True) as store:
         rows = store.metrics()
-        assert len(rows) == len({(r["cell_id"], r["row"]) for r in rows}) == 4 * 4
+        assert len(rows) == len({(r["cell_id"], r["row"]) for r in rows}) == 4 * 6
         assert {r["defense"] for r in rows} == {"none", "pgd_at"}
-        assert {r["row"] for r in rows} == {"clean", "random_noise", "ssp", "pgd:eps=8/255,steps=2"}
+        assert {r["row"] for r in rows} == {"clean", "random_noise", "ssp", "pgd:eps=8/255,steps=2",
+                                            "worst-case DAE", "worst-case all"}
         for row in rows:
             assert 0.0 <= row["robust_accuracy"] <= 1.0
 
@@ -369,3 +370,57 @@ def test_an_unusable_output_path_is_one_line(smoke_encoder: Path, shared_data: P
                      str(blocker / "sub" / "r.db"), *extra]) == 2
         assert str(blocker) in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "file"]
+
+
+def test_evaluate_cell_writes_example_images(smoke_encoder: Path, shared_data: Path,
+                                             tmp_path: Path) -> None:
+    """The evaluate cell keeps 4 example images per attack row (no extra attack run): a PNG and
+    a JSON sidecar in its artifacts, whose images are the test images and whose labels and
+    predictions are the evaluation's per-sample ones."""
+    import numpy as np
+    from PIL import Image
+
+    from encshield.bench.cells import EXAMPLES_FORMAT, EXAMPLES_PER_ROW
+    from encshield.workflows import DataSpec, evaluate_model
+
+    raw = _raw(smoke_encoder, attacks=["random_noise"], whitebox=["pgd:eps=8/255,steps=1"],
+               whitebox_limit=8, seeds=[0], defenses=[{"name": "none", "set": {"epochs": 1}}])
+    db = tmp_path / "r.db"
+    run_bench(load_bench_config(None, raw=raw), db, progress=False)
+    with ResultsStore(db, readonly=True) as store:
+        cell = next(store.cells("evaluate"))
+        model = store.get(cell.deps[0])
+        attack = store.get(cell.deps[1])
+        png = store.artifact_path(cell.artifacts["examples_png"]["path"])
+        sidecar = json.loads(store.artifact_path(cell.artifacts["examples"]["path"]).read_text())
+        artifacts = store.artifacts
+    assert sidecar["format"] == EXAMPLES_FORMAT and len(sidecar["class_names"]) == 10
+    assert [r["row"] for r in sidecar["rows"]] == ["random_noise", "pgd:eps=8/255,steps=1"]
+    assert "examples" not in json.dumps(cell.result)  # the stored result stays small
+
+    test = DataSpec("cifar10", "test", limit=64, seed=0)
+    record = evaluate_model(  # the cell's evaluation again, with per-sample predictions
+        test, model=artifacts / model.artifacts["model"]["path"],
+        perturbations=[artifacts / attack.artifacts["perturbation"]["path"]],
+        whitebox=["pgd:eps=8/255,steps=1"], whitebox_limit=8,
+        public_encoder=model.params["encoder"]["spec"], seed=0, batch_size=64)
+    per = record.per_sample
+    images = test.select(32).dataset.images
+    with Image.open(png) as opened:
+        picture = np.asarray(opened.convert("RGB"))
+    budgets = {"random_noise": attack.result["eps"], "pgd:eps=8/255,steps=1": 8 / 255}
+    for row in sidecar["rows"]:
+        name = row["row"]
+        positions = per.indices.get(name, list(range(len(per.labels))))[:EXAMPLES_PER_ROW]
+        samples = row["samples"]
+        assert [s["index"] for s in samples] == positions
+        assert [s["label"] for s in samples] == [per.labels[i] for i in positions]
+        assert [s["clean_pred"] for s in samples] == [per.clean_pred[i] for i in positions]
+        assert [s["adv_pred"] for s in samples] == per.adv_pred[name][:EXAMPLES_PER_ROW]
+        for s in samples:
+            x0, y0, x1, y1 = s["clean_box"]
+            clean = images[s["index"]].permute(1, 2, 0).numpy()
+            assert np.array_equal(picture[y0:y1, x0:x1], clean)
+            x0, y0, x1, y1 = s["adv_box"]
+            adv = picture[y0:y1, x0:x1].astype(int)
+            assert 0 < np.abs(adv - clean.astype(int)).max() <= 255 * budgets[name] + 1

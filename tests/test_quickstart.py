@@ -137,6 +137,43 @@ def test_cli_error_exit_code(no_data: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 # ------------------------------------------------------------------------------------------
+# the verdict after the table (a stored result: no training)
+
+
+def test_quickstart_prints_the_verdict_after_the_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With the bench's cells already in the store, `encshield quickstart` prints the table,
+    then the verdict computed from it (best BA, best worst-case RA, costs, the collapse
+    caveat), and writes it at the top of the report."""
+    import encshield.bench
+    from encshield.bench.runner import BenchSummary
+    from tests.test_report_verdict import build_store
+
+    out = tmp_path / "qs"
+    out.mkdir()
+    build_store(out / "results.db")
+    monkeypatch.setattr("encshield.cli.quickstart_cmd.find_or_download_cifar10",
+                        lambda root, download=True: None)
+    monkeypatch.setattr(encshield.bench, "run_bench", lambda config, store, **kwargs: BenchSummary(
+        store=store, total=12, reused=12, computed=0, seconds=0.0))
+    assert main(["quickstart", "--output", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    table = printed.index("| genaf | 47.0 ± 1.4 |")
+    verdict = printed.index("## Verdict")
+    assert table < verdict < printed.index("12 cells (12 reused, 0 computed)")
+    for line in ["- Best BA: none (61.0 ± 1.4 %).",
+                 ("- Best worst-case RA under downstream-agnostic attacks on the public encoder "
+                  "(worst-case DAE): genaf (33.0 ± 1.4 %)."),
+                 ("  - genaf: BA -14.0 points, training 5 min 35 s; robustness: worst-case DAE "
+                  "+10.0 points, worst-case all +1.0 points."),
+                 "- Caveat: pgd_at collapsed: its BA 10.0 ± 0.7 % is within 2 points of chance"]:
+        assert line in printed[verdict:], line
+    report = (out / "report" / "report.md").read_text()
+    assert report.index("## Verdict") < report.index("| genaf | 47.0 ± 1.4 |")
+
+
+# ------------------------------------------------------------------------------------------
 # end to end (the real command with a shrunken copy of the packaged config)
 
 
@@ -164,6 +201,19 @@ def test_quickstart_end_to_end(shared_data: Path, tmp_path: Path,
     assert "9 cells (0 reused, 9 computed)" in printed
     for name in ("none", "pgd_at", "genaf", "ssp", "pap", "advencoder"):
         assert name in printed
+    from encshield.report import load_report, verdict_markdown
+
+    report = load_report(out / "results.db")
+    verdict = verdict_markdown(report)
+    assert printed.index("| genaf |") < printed.index("## Verdict")  # after the table
+    for line in verdict.splitlines():
+        assert line in printed, line
+    assert "- Best BA: " in verdict and "worst-case DAE" in verdict
+    assert "- Each defense against no defense (none: BA " in verdict
+    assert verdict.count("points, training ") == 2  # pgd_at and genaf against none
+    for example in report.examples:  # the example images of every evaluation, 4 per row
+        assert all(len(row.samples) == 4 for row in example.rows)
+    assert len(report.examples) == 3
     assert (out / "report" / "report.html").is_file() and (out / "report" / "report.md").is_file()
     assert str(out / "report" / "report.html") in printed
     assert main(["quickstart", "--config", str(config), "--output", str(out),

@@ -5,7 +5,10 @@
 * ``model``: :func:`encshield.workflows.fit_defense` on a downstream train split; the defended
   classifier.
 * ``evaluate``: :func:`encshield.workflows.evaluate_model` on the test split with every
-  perturbation of the encoder and the per-sample rows.
+  perturbation of the encoder and the per-sample rows; plus example images (the first
+  :data:`EXAMPLES_PER_ROW` samples of every attack row, clean and adversarial) as one PNG with a
+  JSON sidecar (class names, labels, predictions, and where each image lies in the PNG), both
+  recorded in the cell's artifacts.
 
 Each is "cell params -> workflow -> files": the workflows (:mod:`encshield.workflows`) load,
 select and fit; this module only maps parameters and names the files.
@@ -25,9 +28,17 @@ import torch
 
 from encshield.errors import ConfigError
 
-__all__ = ["run_cell"]
+__all__ = ["EXAMPLES_FORMAT", "EXAMPLES_PER_ROW", "run_cell", "write_examples"]
 
 Output = tuple[dict[str, Any], dict[str, dict[str, str]], list[dict[str, Any]]]
+
+EXAMPLES_PER_ROW = 4
+"""Example images kept per attack row by an evaluate cell (params ``examples`` overrides)."""
+
+EXAMPLES_FORMAT = "encshield-examples/1"
+"""``format`` of the examples sidecar JSON (read by :mod:`encshield.report.examples`)."""
+
+_GAP, _PAIR_GAP = 2, 10  # pixels between the clean and adversarial image, and between samples
 
 
 def _artifact(root: Path, relative: str) -> dict[str, str]:
@@ -82,8 +93,58 @@ def _model_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
     return record.to_dict(), {"model": _artifact(root, relative)}, []
 
 
+def write_examples(kept: dict[str, Any], class_names: list[str], png: Path,
+                   sidecar: Path) -> dict[str, Any]:
+    """Write example images as one PNG and their JSON sidecar (both atomically).
+
+    ``kept``: ``{row: RowExamples}`` (:func:`encshield.evaluation.evaluate.examples_of`). The
+    PNG has one line per attack row (in ``kept``'s order) of ``(clean, adversarial)`` pairs,
+    on white. The sidecar (format :data:`EXAMPLES_FORMAT`) holds the class names and, per row and
+    sample, the test-set position, label, clean and adversarial predictions and the pixel boxes
+    ``[x0, y0, x1, y1]`` of both images in the PNG. Returns the sidecar's content.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from encshield.provenance import atomic_write, write_json
+
+    rows = [r for r in kept.values() if len(r) > 0]
+    height, width = (int(v) for v in rows[0].clean.shape[-2:])
+    per_row = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (height + _PAIR_GAP) - _PAIR_GAP,
+                      per_row * (2 * width + _GAP + _PAIR_GAP) - _PAIR_GAP, 3), 255, np.uint8)
+
+    def paste(image: Any, x: int, y: int) -> list[int]:
+        """Paste a ``(C, H, W)`` uint8 image at ``(x, y)``; return its box."""
+        pixels = image.permute(1, 2, 0).numpy()
+        canvas[y:y + height, x:x + width] = pixels if pixels.shape[2] == 3 else pixels[:, :, :1]
+        return [x, y, x + width, y + height]
+
+    described = []
+    for r, row in enumerate(rows):
+        y = r * (height + _PAIR_GAP)
+        samples = []
+        for i in range(len(row)):
+            x = i * (2 * width + _GAP + _PAIR_GAP)
+            samples.append({
+                "index": row.indices[i], "label": row.labels[i], "clean_pred": row.clean_pred[i],
+                "adv_pred": row.adv_pred[i], "clean_box": paste(row.clean[i], x, y),
+                "adv_box": paste(row.adversarial[i], x + width + _GAP, y)})
+        described.append({"row": row.row, "kind": row.kind, "samples": samples})
+    buffer = io.BytesIO()
+    Image.fromarray(canvas, "RGB").save(buffer, format="PNG")
+    atomic_write(png, buffer.getvalue())
+    content = {"format": EXAMPLES_FORMAT, "class_names": [str(c) for c in class_names],
+               "image_size": [height, width], "rows": described}
+    write_json(sidecar, content)
+    return content
+
+
 def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
                    cell_id: str, data_root: str | None, device: str) -> Output:
+    from encshield.evaluation.evaluate import examples_of
     from encshield.workflows import DataSpec, evaluate_model
 
     model, *attacks = deps
@@ -96,7 +157,7 @@ def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Pat
         whitebox=params["whitebox"], whitebox_limit=params["whitebox_limit"] or None,
         public_encoder=model["params"]["encoder"]["spec"], image_size=params["image_size"],
         seed=params["seed"], batch_size=params["batch_size"], device=device,
-        keep_per_sample=False)
+        keep_per_sample=False, examples=int(params.get("examples", EXAMPLES_PER_ROW)))
     universal = {a["result"]["row"]: (a["result"]["attack"], a["result"]["eps"]) for a in attacks}
     mparams = model["params"]
     identity = {"encoder": mparams["encoder"]["spec"], "dataset": ds["name"],
@@ -111,7 +172,15 @@ def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Pat
                         "robust_accuracy": robust, "fooling_rate": m.fooling_rate,
                         "attack_success_rate": m.attack_success_rate})
     result = {**identity, "rows": rows, "record": record.to_dict(include_per_sample=False)}
-    return result, {}, metrics
+    artifacts: dict[str, dict[str, str]] = {}
+    kept = examples_of(record)
+    if any(len(r) for r in kept.values()):
+        (root / "examples").mkdir(parents=True, exist_ok=True)
+        png, sidecar = f"examples/{cell_id}.png", f"examples/{cell_id}.json"
+        class_names = record.config.get("dataset", {}).get("class_names") or []
+        write_examples(kept, class_names, root / png, root / sidecar)
+        artifacts = {"examples_png": _artifact(root, png), "examples": _artifact(root, sidecar)}
+    return result, artifacts, metrics
 
 
 _RUNNERS = {"attack": _attack_cell, "model": _model_cell, "evaluate": _evaluate_cell}

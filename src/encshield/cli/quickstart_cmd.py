@@ -4,10 +4,11 @@ How exposed is a downstream model built on a public encoder, and which defense f
 cost? With no arguments this takes the zoo's tiny SimCLR encoder (pre-trained on CIFAR-10), fits
 three downstream-agnostic attacks (SSP, PAP, AdvEncoder) on CIFAR-10 training images the
 downstream model never sees, builds a CIFAR-10 downstream model with no defense, with PGD-AT and
-with Gen-AF, evaluates each (BA, RA under every attack and a white-box PGD), prints the table and
-writes the report (Markdown + HTML). It is ``encshield bench`` with the packaged config
-``encshield/bench/quickstart.yaml`` (also ``configs/bench/quickstart.yaml``); a second run reuses
-every finished cell.
+with Gen-AF, evaluates each (BA, RA under every attack and a white-box PGD), prints the table
+and the verdict (best BA, best worst-case RA, each defense's cost and gain against no defense,
+collapsed defenses; computed from the results) and writes the report (Markdown + HTML). It is
+``encshield bench`` with the packaged config ``encshield/bench/quickstart.yaml`` (also
+``configs/bench/quickstart.yaml``); a second run reuses every finished cell.
 
 CIFAR-10 is looked for under ``--data-root``, then ``$ENCSHIELD_DATA``, then the user data
 folder; where it is missing everywhere it is downloaded there (official URL, sha256-checked).
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from encshield.bench import load_bench_config, run_bench
-    from encshield.report import load_report, markdown_tables, write_report
+    from encshield.report import load_report, markdown_tables, verdict_markdown, write_report
 
     console = Console()
     started = time.perf_counter()
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_report(report, output_dir=args.output / "report", formats=("md", "html", "csv",
                                                                               "json"))
     console.print(markdown_tables(report), markup=False, highlight=False, soft_wrap=True)
+    console.print(verdict_markdown(report), markup=False, highlight=False, soft_wrap=True)
     console.print(f"{summary.total} cells ({summary.reused} reused, {summary.computed} computed) "
                   f"in {time.perf_counter() - started:.0f} s")
     console.print(f"report: {paths['html']}  (Markdown: {paths['md']})", markup=False,

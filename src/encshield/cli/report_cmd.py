@@ -1,14 +1,15 @@
 """``encshield report RESULTS.db``: tables, charts and exports of a bench results store.
 
-Prints the result tables (Markdown) and writes, into ``--output-dir`` (default
+Prints the result tables and the verdict (Markdown) and writes, into ``--output-dir`` (default
 ``RESULTS.report/`` next to the store)::
 
-    report.md      tables, charts and perturbation images (linked: charts/*.svg, images/*.png)
+    report.md      verdict, tables, charts, perturbation and example images (linked:
+                   charts/*.svg, images/*.png)
     report.html    the same as one self-contained page (inline SVG, base64 images, no scripts),
                    with every cell's exact configuration
     metrics.csv    the raw metric rows (one per evaluation and attack row)
     aggregate.csv  mean, sample std, min, max over seeds per encoder/dataset/defense/row
-    report.json    config, cells and aggregated tables
+    report.json    config, cells, aggregated tables and the verdict
 
 Examples::
 
@@ -42,17 +43,18 @@ def register(subparsers: Any) -> None:
                         metavar="FORMAT",
                         help=f"formats to write, any of {' '.join(FORMATS)} (default: all)")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print only the paths written, not the tables")
+                        help="print only the paths written, not the tables and the verdict")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``encshield report``."""
-    from encshield.report import load_report, markdown_tables, write_report
+    from encshield.report import load_report, markdown_tables, verdict_markdown, write_report
 
     data = load_report(args.store)
     if not args.quiet:
         print(markdown_tables(data))
+        print(verdict_markdown(data))
     written = write_report(data, args.output_dir, formats=args.formats)
     for name, path in written.items():
         print(f"wrote {name}: {path}")

@@ -19,6 +19,11 @@ Per-sample rows (3-4) run with autograd, outside inference mode, batch ``b`` see
 ``seed + b``, on a fixed subset of ``spec.limit`` (or ``whitebox_limit``) test samples chosen by
 :func:`~encshield.evaluation.subsets.select_subset`; their ``benign_accuracy`` is measured on that
 subset. Every metric comes from :func:`encshield.evaluation.metrics.summarize` (per sample).
+
+With ``examples=k`` every attack row (2-4) also keeps its first ``k`` samples (the first ``k`` of
+its subset for subset rows) as :class:`RowExamples`: clean and adversarial images (uint8), label
+and both predictions, taken from the adversarial inputs the row computed anyway (no extra attack
+run). They travel on the record object (:func:`examples_of`), never inside its JSON.
 """
 
 from __future__ import annotations
@@ -57,7 +62,12 @@ from encshield.evaluation.specs import (
 from encshield.evaluation.subsets import SUBSET_MODES, select_subset, subset_info
 from encshield.provenance import machine_info, now_iso, to_jsonable, version_info
 
-__all__ = ["EncoderAttackFn", "PerturbationLike", "WORST_CASE_ROWS", "evaluate_classifier"]
+__all__ = ["EXAMPLES_ATTRIBUTE", "EncoderAttackFn", "PerturbationLike", "RowExamples",
+           "WORST_CASE_ROWS", "evaluate_classifier", "examples_of"]
+
+#: Name of the attribute of an :class:`EvaluationRecord` holding its example images (set by
+#: :func:`evaluate_classifier`; absent on records read back from JSON).
+EXAMPLES_ATTRIBUTE = "examples"
 
 #: Names of the per-sample worst-case rows: row name -> the row kinds it combines.
 WORST_CASE_ROWS: dict[str, tuple[str, ...]] = {
@@ -78,6 +88,74 @@ class PerturbationLike(Protocol):
 EncoderAttackFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class RowExamples:
+    """Example images of one attack row: its first ``k`` samples (of its subset, for rows on a
+    subset of the test set), for a picture of what the attack did.
+
+    Attributes:
+        row, kind: the row's name and kind (see :mod:`encshield.evaluation.specs`).
+        indices: positions of the samples in the evaluated test set (into
+            ``record.per_sample.labels``).
+        clean: the test images, uint8 ``(k, C, H, W)``.
+        adversarial: the inputs the row classified, rounded to 8 bits, uint8 ``(k, C, H, W)``
+            (clamped to [0, 1] first: the CGCL code's unclamped inputs leave it).
+        labels: true classes; ``clean_pred`` / ``adv_pred``: the row's predictions on the clean
+            and the adversarial inputs (those of ``record.per_sample``; the adversarial one is
+            made on the unrounded input).
+    """
+
+    row: str
+    kind: str
+    indices: list[int]
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    labels: list[int]
+    clean_pred: list[int]
+    adv_pred: list[int]
+
+    def __len__(self) -> int:
+        """Number of samples kept."""
+        return len(self.indices)
+
+
+def examples_of(record: EvaluationRecord) -> dict[str, RowExamples]:
+    """``{row: RowExamples}`` kept by ``evaluate_classifier(..., examples=k)`` (rows in record
+    order); ``{}`` for a record evaluated without examples or read back from JSON."""
+    kept = getattr(record, EXAMPLES_ATTRIBUTE, None)
+    return dict(kept) if isinstance(kept, dict) else {}
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images (uint8, or float in [0, 1]) -> uint8 on the CPU (floats clamped and rounded)."""
+    images = images.detach()
+    if images.dtype == torch.uint8:
+        return images.cpu()
+    return images.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+
+
+class _Capture:
+    """The first ``k`` adversarial images of a row, kept batch after batch (uint8, CPU)."""
+
+    def __init__(self, k: int) -> None:
+        """Keep up to ``k`` images."""
+        self.k = k
+        self.parts: list[torch.Tensor] = []
+        self.count = 0
+
+    def keep(self, x_adv: torch.Tensor) -> None:
+        """Keep the first images of a batch while fewer than ``k`` are kept."""
+        need = self.k - self.count
+        if need > 0 and isinstance(x_adv, torch.Tensor) and x_adv.dim() == 4:
+            part = _to_uint8(x_adv[:need])
+            self.parts.append(part)
+            self.count += int(part.shape[0])
+
+    def images(self) -> torch.Tensor:
+        """The kept images, uint8 ``(n, C, H, W)``."""
+        return torch.cat(self.parts) if self.parts else torch.empty(0, dtype=torch.uint8)
+
+
 @dataclass
 class _Rows:
     """The state of one evaluation: clean predictions, finished rows, timings, per-sample data."""
@@ -95,6 +173,8 @@ class _Rows:
     predictions: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     per_sample: PerSampleRecord | None = None
+    examples: int = 0
+    kept: dict[str, RowExamples] = field(default_factory=dict)
 
     def subset(self, limit: int | None) -> tuple[torch.Tensor | None, dict[str, Any] | None]:
         idx = select_subset(self.labels, limit, seed=self.subset_seed, mode=self.subset_mode)
@@ -122,6 +202,21 @@ class _Rows:
         self.emit(f"{name}: RA {summary['robust_accuracy']:.4f}, fooling rate "
                   f"{summary['fooling_rate']:.4f} on {adv_pred.numel()} samples ({seconds:.1f} s)")
 
+    def keep_examples(self, name: str, kind: str, idx: torch.Tensor | None,
+                      capture: _Capture) -> None:
+        """Keep the captured first samples of row ``name`` (after :meth:`add`) with their
+        labels and predictions."""
+        if self.examples < 1:
+            return
+        k = min(capture.count, int(self.labels.shape[0] if idx is None else idx.numel()))
+        positions = (torch.arange(int(self.labels.shape[0])) if idx is None else idx)[:k]
+        _, adv_pred = self.predictions[name]
+        self.kept[name] = RowExamples(
+            row=name, kind=kind, indices=positions.tolist(),
+            clean=_to_uint8(self.images[positions.to(self.images.device)]),
+            adversarial=capture.images()[:k], labels=self.labels[positions].tolist(),
+            clean_pred=self.clean_pred[positions].tolist(), adv_pred=adv_pred[:k].tolist())
+
 
 def _clean_row(rows: _Rows) -> None:
     started = time.perf_counter()
@@ -139,9 +234,12 @@ def _clean_row(rows: _Rows) -> None:
 
 def _universal_row(rows: _Rows, name: str, perturbation: PerturbationLike, clamp: bool) -> None:
     started = time.perf_counter()
+    capture = _Capture(rows.examples)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return perturbation.apply(x, clamp=clamp)
+        x_t = perturbation.apply(x, clamp=clamp)
+        capture.keep(x_t)
+        return x_t
 
     with inputs_unchecked(rows.classifier, enabled=not clamp):
         adv_pred, max_linf = predict(rows.classifier, rows.images, batch_size=rows.batch_size,
@@ -149,6 +247,7 @@ def _universal_row(rows: _Rows, name: str, perturbation: PerturbationLike, clamp
     meta = getattr(perturbation, "metadata", None) or {}
     rows.add(name, "universal", adv_pred, None, max_linf, None, time.perf_counter() - started,
              attack=meta.get("attack"), eps=getattr(perturbation, "eps", None))
+    rows.keep_examples(name, "universal", None, capture)
 
 
 def _per_sample_row(rows: _Rows, name: str, kind: str, limit: int | None,
@@ -159,10 +258,19 @@ def _per_sample_row(rows: _Rows, name: str, kind: str, limit: int | None,
     idx, subset = rows.subset(limit)
     images = rows.images if idx is None else rows.images[idx]
     labels = rows.labels if idx is None else rows.labels[idx]
-    adv_pred, max_linf = predict_under_attack(attack, rows.classifier, images, labels,
+    capture = _Capture(rows.examples)
+
+    def kept(x: torch.Tensor, y: torch.Tensor, b: int) -> torch.Tensor:
+        """The row's attack, its first adversarial images kept."""
+        x_adv = attack(x, y, b)
+        capture.keep(x_adv)
+        return x_adv
+
+    adv_pred, max_linf = predict_under_attack(kept, rows.classifier, images, labels,
                                               batch_size=rows.batch_size, device=rows.device)
     rows.add(name, kind, adv_pred, idx, max_linf, subset, time.perf_counter() - started,
              attack=None if spec is None else spec.name, eps=None if spec is None else spec.eps)
+    rows.keep_examples(name, kind, idx, capture)
 
 
 def _spec_attack(spec: WhiteboxSpec, fn: AttackFn, classifier: nn.Module,
@@ -275,6 +383,7 @@ def evaluate_classifier(
     whitebox_attacks: Mapping[str, AttackFn] | None = None,
     public_encoder: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
+    examples: int = 0,
 ) -> EvaluationRecord:
     """Evaluate ``classifier`` on a test set under every given attack (rows: module docstring).
 
@@ -299,12 +408,18 @@ def evaluate_classifier(
         whitebox_attacks: name -> attack function, consulted before the registries.
         public_encoder: the public pre-trained encoder (for ``on=public`` encoder attacks).
         log: called with one line per finished row (e.g. ``print``).
+        examples: keep the first ``examples`` samples of every attack row (clean and
+            adversarial images, label, predictions; see :class:`RowExamples`) on the record
+            object, read with :func:`examples_of` (not part of its JSON). ``0``: none.
     Returns:
         an :class:`~encshield.evaluation.records.EvaluationRecord`.
     """
     _check_test_set(test_images, test_labels)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+        raise ConfigError(f"examples must be an integer >= 0 (images kept per attack row), "
+                          f"got {examples!r}")
     if subset_mode not in SUBSET_MODES:
         raise ConfigError(
             f"subset_mode {subset_mode!r} is not allowed; allowed values: {', '.join(SUBSET_MODES)}"
@@ -318,7 +433,7 @@ def evaluate_classifier(
     rows = _Rows(classifier, test_images, labels, batch_size, device, subset_mode, subset_seed,
                  log or (lambda line: None),
                  per_sample=PerSampleRecord(labels=labels.tolist(), clean_pred=[])
-                 if keep_per_sample else None)
+                 if keep_per_sample else None, examples=examples)
     was_training = classifier.training
     classifier.eval()
     classifier.to(device)
@@ -362,7 +477,7 @@ def evaluate_classifier(
     }
     config: dict[str, Any] = to_jsonable(dict(context or {}))
     config["evaluation"] = to_jsonable(evaluation_config)
-    return EvaluationRecord(
+    record = EvaluationRecord(
         config=config,
         config_hash=config_digest(config),
         versions=version_info(),
@@ -372,3 +487,6 @@ def evaluate_classifier(
         created=now_iso(),
         per_sample=rows.per_sample,
     )
+    # on the object only: the JSON (to_dict) lists its fields explicitly and stays small
+    setattr(record, EXAMPLES_ATTRIBUTE, {n: rows.kept[n] for n in order if n in rows.kept})
+    return record

@@ -8,10 +8,14 @@ Usage from Python::
     print(markdown_tables("results.db"))          # the result tables as Markdown
 
 :func:`load_report` reads a store (read-only) into a :class:`ReportData`;
-:mod:`encshield.report.aggregate` turns its metric rows into per-seed statistics and tables;
-:mod:`~encshield.report.markdown`, :mod:`~encshield.report.html`, :mod:`~encshield.report.svg` and
-:mod:`~encshield.report.export` render them. The HTML page is self-contained (images as base64,
-charts as inline SVG, inline CSS, no scripts, no external resources).
+:mod:`encshield.report.aggregate` turns its metric rows into per-seed statistics and tables,
+:mod:`~encshield.report.verdict` into the verdict shown first (best BA, best worst-case RA, each
+defense's cost and gain against no defense, collapsed defenses), and
+:mod:`~encshield.report.examples` reads the evaluations' example images;
+:mod:`~encshield.report.markdown`, :mod:`~encshield.report.html`, :mod:`~encshield.report.svg`
+(with :mod:`~encshield.report.tradeoff`) and :mod:`~encshield.report.export` render them. The
+HTML page is self-contained (images as base64, charts as inline SVG, inline CSS, no scripts, no
+external resources).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from encshield.errors import ConfigError
 from encshield.provenance import atomic_write
@@ -36,6 +40,10 @@ from encshield.report.aggregate import (
     slug,
 )
 
+if TYPE_CHECKING:
+    from encshield.report.examples import ExampleSet
+    from encshield.report.verdict import Verdict
+
 __all__ = [
     "FORMATS",
     "PerturbationImage",
@@ -43,6 +51,7 @@ __all__ = [
     "default_output_dir",
     "load_report",
     "markdown_tables",
+    "verdict_markdown",
     "write_report",
 ]
 
@@ -84,6 +93,9 @@ class ReportData:
     tables: list[ResultTable]
     images: list[PerturbationImage] = field(default_factory=list)
     missing_images: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    examples: list[ExampleSet] = field(default_factory=list)
+    missing_examples: list[str] = field(default_factory=list)
 
     @property
     def total_wall_time_s(self) -> float:
@@ -151,14 +163,20 @@ def _read(store: Any) -> ReportData:
             f"results store {store.path} holds no evaluation results yet ({len(cells)} finished "
             f"cell(s), none of them an evaluation with metrics); run `encshield bench --config "
             f"FILE` until at least one evaluate cell has finished, then report again")
+    from encshield.report.examples import load_examples
+    from encshield.report.verdict import compute_verdicts
+
     aggregated = aggregate(rows, config)
+    tables = build_tables(aggregated, config)
     images, missing = _images(cells, store.artifacts)
+    examples, missing_examples = load_examples(cells, store.artifacts, tables)
     return ReportData(
         db_path=Path(store.path), name=str(config.get("name") or Path(store.path).stem),
         config=config, created=store.meta("created"),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %z"), cells=cells, metric_rows=rows,
-        aggregated=aggregated, tables=build_tables(aggregated, config), images=images,
-        missing_images=missing)
+        aggregated=aggregated, tables=tables, images=images, missing_images=missing,
+        verdicts=compute_verdicts(tables, cells), examples=examples,
+        missing_examples=missing_examples)
 
 
 def _images(cells: Iterable[Any], root: Path) -> tuple[list[PerturbationImage], list[str]]:
@@ -220,6 +238,19 @@ def markdown_tables(source: Any) -> str:
     return render_tables(data)
 
 
+def verdict_markdown(source: Any) -> str:
+    """The verdict of a store as Markdown text (the section that opens ``report.md``): best
+    BA, best worst-case RA per threat model, each defense's cost and gain against no defense,
+    and a caveat per collapsed defense.
+
+    ``source``: a results-store path, an open ``ResultsStore`` or a :class:`ReportData`.
+    """
+    from encshield.report.verdict import render_markdown
+
+    data = source if isinstance(source, ReportData) else load_report(source)
+    return render_markdown(data.verdicts)
+
+
 def write_report(db_path: str | os.PathLike[str] | ReportData,
                  output_dir: str | os.PathLike[str] | None = None,
                  formats: Sequence[str] = FORMATS) -> dict[str, Path]:
@@ -229,7 +260,8 @@ def write_report(db_path: str | os.PathLike[str] | ReportData,
         db_path: the results store (or an already loaded :class:`ReportData`).
         output_dir: default ``RESULTS.report/`` next to the store.
         formats: any of :data:`FORMATS`. ``md`` writes ``report.md`` plus ``images/*.png`` and
-            ``charts/*.svg`` it links; ``html`` a self-contained ``report.html``; ``csv``
+            ``charts/*.svg`` it links (the example strips too: ``images/examples-*.png``);
+            ``html`` a self-contained ``report.html``; ``csv``
             ``metrics.csv`` (raw rows) and ``aggregate.csv``; ``json`` ``report.json`` and one
             ``robustbench/ENCODER-DEFENSE-DATASET.json`` per model in RobustBench's leaderboard
             fields.
@@ -284,18 +316,20 @@ def _write_formats(data: ReportData, out: Path, formats: Sequence[str]) -> dict[
 
 
 def _write_markdown(data: ReportData, out: Path) -> Path:
+    from encshield.report.examples import write_strips
     from encshield.report.markdown import render_markdown
     from encshield.report.svg import report_charts
 
     (out / "images").mkdir(exist_ok=True)
     for image in data.images:
         shutil.copyfile(image.path, out / "images" / image.file_name)
-    charts = report_charts(data.tables)
+    strips = write_strips(data.examples, out / "images")
+    charts = report_charts(data.tables, data.verdicts)
     if charts:
         (out / "charts").mkdir(exist_ok=True)
     for chart in charts:
         _write_text(out / "charts" / chart.file_name, chart.svg)
-    return _write_text(out / "report.md", render_markdown(data, charts))
+    return _write_text(out / "report.md", render_markdown(data, charts, strips))
 
 
 def _write_text(path: Path, text: str) -> Path:

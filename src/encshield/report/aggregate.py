@@ -46,10 +46,12 @@ METRICS = ("benign_accuracy", "robust_accuracy", "fooling_rate", "attack_success
 """The metric columns aggregated over seeds (fractions in [0, 1] or ``None``)."""
 
 KIND_ORDER = {"clean": 0, "universal": 1, "encoder_public": 2, "encoder_deployed": 3,
-              "whitebox": 4, "worst_case": 5}
-"""Rank of a row kind in the tables (unknown kinds come last): the downstream-agnostic rows
-(crafted on the public encoder), then the adaptive ones (on the deployed model), then the
-per-sample worst cases."""
+              "whitebox": 4, "worst_case": 6}
+"""Rank of a row kind in the tables: the downstream-agnostic rows (crafted on the public
+encoder), then the adaptive ones (on the deployed model), then unknown kinds
+(:data:`_UNKNOWN_KIND`), and always last the per-sample worst cases."""
+
+_UNKNOWN_KIND = 5
 
 #: Row kinds by threat model, in table order (see :mod:`encshield.evaluation.specs`).
 THREAT_MODELS = {
@@ -235,7 +237,7 @@ class _Order:
 
     def column(self, row: str, kind: str, attack: str | None,
                eps: float | None) -> tuple[int, int, float, str]:
-        rank = KIND_ORDER.get(kind, len(KIND_ORDER))
+        rank = KIND_ORDER.get(kind, _UNKNOWN_KIND)
         if kind == "universal":
             base = universal_base(row)
             index = self.attacks.get(base, self.attack_names.get(attack or "", _LAST))

@@ -1,9 +1,12 @@
 """Machine-readable exports: CSV of the raw metric rows and of the aggregated table, and JSON.
 
 ``report.json`` holds the bench config, every cell (id, kind, title, params, deps, config hash,
-result without its bulky parts, artifacts, versions, machine, device, wall time, finish time) and
-the aggregated tables. Bulky parts are per-sample predictions and long lists (e.g. per-step
-losses), which are replaced by a short summary; the store keeps the full values.
+result without its bulky parts, artifacts, versions, machine, device, wall time, finish time),
+the aggregated tables and the verdict per table
+(:meth:`encshield.report.verdict.Verdict.to_dict`: best BA, best worst-case RA per threat model,
+each defense's BA change, training time and worst-case RA change against no defense, collapsed
+defenses). Bulky parts are per-sample predictions and long lists (e.g. per-step losses), which
+are replaced by a short summary; the store keeps the full values.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "config": data.config,
         "cells": [_cell_json(cell) for cell in data.cells],
         "tables": [_table_json(table) for table in data.tables],
+        "verdict": [verdict.to_dict() for verdict in data.verdicts],
     }
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from encshield.budgets import format_budget
 from encshield.report.aggregate import (
+    THREAT_MODELS,
+    Column,
     ResultTable,
     fooling_matrix,
     format_duration,
@@ -22,6 +24,7 @@ from encshield.report.aggregate import (
     table_matrix,
 )
 from encshield.report.export import slim
+from encshield.report.markdown import WORST_CASE_NOTE
 from encshield.report.svg import Chart, report_charts
 
 if TYPE_CHECKING:
@@ -53,6 +56,14 @@ figcaption { font-size: .85em; color: #555; }
 details { border: 1px solid #ddd; margin: .4em 0; padding: .3em .6em; }
 summary { cursor: pointer; }
 .muted { color: #777; }
+th.worst, td.worst { background: #f3f6fb; }
+th.wc, td.wc { border-left: 3px solid #4e79a7; }
+table.results td.worst { font-weight: bold; }
+section.verdict { border: 2px solid #4e79a7; padding: 0 1em .5em; margin: 1.5em 0; }
+section.verdict h3 { font-size: 1.05em; margin-bottom: .2em; }
+li.caveat { color: #a33; }
+.gallery.examples figure { font-size: .85em; }
+.gallery img.pair { width: 198px; height: 96px; }
 """
 
 _KIND_LABELS = {"universal": "RA under universal attacks (DAEs, public encoder)",
@@ -80,21 +91,58 @@ def _header(data: ReportData) -> str:
             f'<dl class="meta">{rows}<dt>encoders</dt><dd>{encoders}</dd></dl></header>')
 
 
+def _threat_model(kind: str) -> str:
+    """The threat-model group of a row kind (``other`` for kinds not listed)."""
+    return next((label for label, kinds in THREAT_MODELS.items() if kind in kinds), "other")
+
+
+def _classes(columns: Sequence[Column], i: int) -> list[str]:
+    """CSS classes of attack column ``i``: ``worst`` for a worst-case column, plus ``wc`` for
+    the first of them (a rule sets the group apart)."""
+    if columns[i].kind != "worst_case":
+        return []
+    return ["worst", "wc"] if i == 0 or columns[i - 1].kind != "worst_case" else ["worst"]
+
+
+def _wc(columns: Sequence[Column], i: int) -> str:
+    """The ``class`` attribute of attack column ``i`` (empty when it has none)."""
+    classes = _classes(columns, i)
+    return f' class="{" ".join(classes)}"' if classes else ""
+
+
 def _head_rows(table: ResultTable) -> str:
-    """Two header rows: kind groups (colspan) over the attack columns' names."""
+    """Three header rows over the attack columns: threat model, row kind, row name."""
     columns = table.attack_columns
-    first = '<tr><th rowspan="2">defense</th><th rowspan="2">BA</th>'
+    first = '<tr><th rowspan="3">defense</th><th rowspan="3">BA</th>'
+    start = 0
+    for model, group in groupby(columns, key=lambda c: _threat_model(c.kind)):
+        span = len(list(group))
+        first += f'<th colspan="{span}"{_wc(columns, start)}>{_e(model)}</th>'
+        start += span
+    second, start = "", 0
     for kind, group in groupby(columns, key=lambda c: c.kind):
         span = len(list(group))
-        first += f'<th colspan="{span}">{_e(_KIND_LABELS.get(kind, kind))}</th>'
-    second = "".join(f"<th><code>{_e(c.row)}</code></th>" for c in columns)
-    return f"{first}</tr><tr>{second}</tr>" if columns else first + "</tr><tr></tr>"
+        second += (f'<th colspan="{span}"{_wc(columns, start)}>'
+                   f"{_e(_KIND_LABELS.get(kind, kind))}</th>")
+        start += span
+    third = "".join(f"<th{_wc(columns, i)}><code>{_e(c.row)}</code></th>"
+                    for i, c in enumerate(columns))
+    if not columns:
+        return first + "</tr><tr></tr><tr></tr>"
+    return f"{first}</tr><tr>{second}</tr><tr>{third}</tr>"
 
 
-def _body(rows: Sequence[Sequence[str]]) -> str:
-    return "".join("<tr><th>" + _e(row[0]) + "</th>"
-                   + "".join(f'<td class="num">{_e(v)}</td>' for v in row[1:]) + "</tr>"
-                   for row in rows)
+def _body(rows: Sequence[Sequence[str]], columns: Sequence[Column] = ()) -> str:
+    """Table rows: a header cell, then numbers; the last ``len(columns)`` cells are those of the
+    attack ``columns`` (worst-case ones marked, see :func:`_classes`)."""
+    out = []
+    for row in rows:
+        skip = len(row) - len(columns)
+        cells = [" ".join(["num", *(_classes(columns, i - skip) if i >= skip else [])])
+                 for i in range(1, len(row))]
+        out.append("<tr><th>" + _e(row[0]) + "</th>" + "".join(
+            f'<td class="{c}">{_e(v)}</td>' for c, v in zip(cells, row[1:])) + "</tr>")
+    return "".join(out)
 
 
 def _table_section(table: ResultTable) -> str:
@@ -102,17 +150,23 @@ def _table_section(table: ResultTable) -> str:
     seeds = table.seeds
     note = (f"one seed ({seeds[0]})" if len(seeds) == 1 else
             f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})")
+    columns = table.attack_columns
+    worst = [c.row for c in columns if c.kind == "worst_case"]
+    wc_note = ("" if not worst else
+               f" {WORST_CASE_NOTE} ({', '.join(worst)}: see the group headers).")
     out = [f"<section><h2>{_e(short_name(table.encoder))} on {_e(table.dataset)}</h2>",
            (f'<table class="results"><caption>Accuracy (%), {_e(note)}. BA = clean accuracy; '
-            f"the other columns are the robust accuracy under each attack.</caption>"),
-           f"<thead>{_head_rows(table)}</thead><tbody>{_body(rows)}</tbody></table>"]
+            f"the other columns are the robust accuracy under each attack, grouped by threat "
+            f"model.{_e(wc_note)}</caption>"),
+           f"<thead>{_head_rows(table)}</thead><tbody>{_body(rows, columns)}</tbody></table>"]
     fooling = fooling_matrix(table)
     if fooling is not None:
         headers, frows = fooling
-        head = "".join(f"<th><code>{_e(h)}</code></th>" for h in headers[1:])
+        head = "".join(f"<th{_wc(columns, i)}><code>{_e(h)}</code></th>"
+                       for i, h in enumerate(headers[1:]))
         out.append('<table class="fooling"><caption>Fooling rate (%): share of test images whose '
                    f"prediction the attack changed.</caption><thead><tr><th>defense</th>{head}"
-                   f"</tr></thead><tbody>{_body(frows)}</tbody></table>")
+                   f"</tr></thead><tbody>{_body(frows, columns)}</tbody></table>")
     out.append("</section>")
     return "".join(out)
 
@@ -175,10 +229,14 @@ def _cells(data: ReportData) -> str:
 
 
 def render_html(data: ReportData, charts: Sequence[Chart] | None = None) -> str:
-    """The whole report as one self-contained HTML page."""
-    charts = report_charts(data.tables) if charts is None else charts
-    body = "".join([_header(data), *(_table_section(t) for t in data.tables), _charts(charts),
-                    _images(data), _cells(data)])
+    """The whole report as one self-contained HTML page: header, verdict, tables, charts
+    (the trade-off first), perturbations, example test images, cells."""
+    from encshield.report import examples, verdict
+
+    charts = report_charts(data.tables, data.verdicts) if charts is None else charts
+    body = "".join([_header(data), verdict.render_html(data.verdicts) if data.verdicts else "",
+                    *(_table_section(t) for t in data.tables), _charts(charts), _images(data),
+                    examples.render_html(data.examples, data.missing_examples), _cells(data)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>encshield report: {_e(data.name)}</title><style>{STYLE}</style></head>"
             f"<body>{body}</body></html>\n")

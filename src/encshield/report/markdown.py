@@ -1,4 +1,5 @@
-"""The Markdown report: header, result tables, charts, perturbation images and the cell list.
+"""The Markdown report: header, verdict, result tables, charts, perturbation images, example
+test images and the cell list.
 
 Images and charts are linked relative to the report folder (``images/*.png``, ``charts/*.svg``;
 :func:`encshield.report.write_report` copies / writes them there). The exact configuration of
@@ -14,7 +15,7 @@ therefore shows as written and neither breaks a table nor injects markup or HTML
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from encshield.budgets import format_budget
@@ -102,6 +103,23 @@ def _kinds_note(table: ResultTable) -> str:
     return "; ".join(parts)
 
 
+#: What the per-sample worst-case columns mean (shown under a table that has them).
+WORST_CASE_NOTE = ("The worst-case columns come last: per test sample, an image counts as robust "
+                   "only if every attack of the group leaves its prediction correct (on the "
+                   "samples all of them evaluated)")
+
+
+def _worst_case_note(table: ResultTable) -> str:
+    """The sentence explaining the table's worst-case columns ("" when it has none)."""
+    groups = {"worst-case DAE": "the downstream-agnostic attacks",
+              "worst-case all": "every attack, adaptive ones included"}
+    rows = [c.row for c in table.attack_columns if c.kind == "worst_case"]
+    if not rows:
+        return ""
+    meaning = "; ".join(f"{md_code(r)}: {groups.get(r, 'its group of attacks')}" for r in rows)
+    return f"{WORST_CASE_NOTE}. {meaning}."
+
+
 def render_table(table: ResultTable, level: int = 2) -> str:
     """The section of one (encoder, dataset): accuracy table, then the fooling-rate table."""
     headers, rows = table_matrix(table)
@@ -111,6 +129,8 @@ def render_table(table: ResultTable, level: int = 2) -> str:
             f"column is the robust accuracy (RA) under that attack."), ""]
     if table.attack_columns:
         out += [f"Attacks: {_kinds_note(table)}.", ""]
+    if note := _worst_case_note(table):
+        out += [note, ""]
     out += [markdown_table(headers, rows), ""]
     fooling = fooling_matrix(table)
     if fooling is not None:
@@ -171,7 +191,15 @@ def _cells(data: ReportData) -> list[str]:
                             "finished"], rows, 99), ""]
 
 
-def render_markdown(data: ReportData, charts: Sequence[Chart] = ()) -> str:
-    """The whole Markdown report (images and charts linked under ``images/`` and ``charts/``)."""
-    parts = [*_header(data), render_tables(data), *_charts(charts), *_images(data), *_cells(data)]
+def render_markdown(data: ReportData, charts: Sequence[Chart] = (),
+                    example_files: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The whole Markdown report (images and charts linked under ``images/`` and ``charts/``;
+    ``example_files``: the example strips written there, ``{(cell id, row): file name}``)."""
+    from encshield.report import examples, verdict
+
+    parts = [*_header(data), verdict.render_markdown(data.verdicts) if data.verdicts else "",
+             render_tables(data), *_charts(charts), *_images(data),
+             *examples.render_markdown(data.examples, dict(example_files or {}),
+                                       data.missing_examples),
+             *_cells(data)]
     return "\n".join(parts).rstrip() + "\n"

@@ -4,6 +4,8 @@
   attack column, with mean +- sample-std error bars over the seeds.
 * :func:`budget_chart`: RA against the budget (in /255) of a universal attack evaluated at more
   than one budget, one line per defense, with error bars.
+* :func:`encshield.report.tradeoff.tradeoff_chart`: BA against worst-case RA, one labelled point
+  per defense (first of its table's charts when the verdicts are given).
 
 Every text is XML-escaped. The SVG strings carry ``xmlns`` so they work as ``.svg`` files and
 inline in HTML alike.
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from typing import TYPE_CHECKING
 
 from encshield.report.aggregate import (
     Column,
@@ -24,6 +27,9 @@ from encshield.report.aggregate import (
     short_name,
     slug,
 )
+
+if TYPE_CHECKING:
+    from encshield.report.verdict import Verdict
 
 __all__ = ["PALETTE", "Chart", "bar_chart", "budget_chart", "report_charts"]
 
@@ -206,10 +212,16 @@ def budget_chart(table: ResultTable, base: str, columns: Sequence[Column]) -> st
     return "\n".join(parts)
 
 
-def report_charts(tables: Sequence[ResultTable]) -> list[Chart]:
-    """Every chart of the report: a bar chart per table, a budget chart per budget sweep."""
+def report_charts(tables: Sequence[ResultTable], verdicts: Sequence[Verdict] = ()) -> list[Chart]:
+    """Every chart of the report, per table: the BA against worst-case RA trade-off (when its
+    verdict is in ``verdicts`` and has a robustness row), the bar chart, a budget chart per
+    budget sweep."""
+    from encshield.report.tradeoff import tradeoff_charts
+
     charts: list[Chart] = []
     for i, table in enumerate(tables, start=1):
+        charts += tradeoff_charts([v for v in verdicts if (v.encoder, v.dataset)
+                                   == (table.encoder, table.dataset)], index=i)
         name = slug(f"{short_name(table.encoder)}-{table.dataset}")
         charts.append(Chart(f"BA and RA on {table.dataset}: {short_name(table.encoder)}",
                             f"bars-{i}-{name}.svg", bar_chart(table)))

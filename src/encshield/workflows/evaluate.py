@@ -124,6 +124,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     keep_per_sample: bool = True,
     log: Callable[[str], None] | None = None,
+    examples: int = 0,
 ) -> EvaluationRecord:
     """Evaluate a downstream model on the ``test`` selection under every attack.
 
@@ -143,6 +144,10 @@ def evaluate_model(
         image_size: test image size (default: the encoder's input size).
         seed, batch_size, clamp, device, keep_per_sample, log: see
             :func:`~encshield.evaluation.evaluate_classifier`.
+        examples: keep the first ``examples`` test samples of every attack row (images, label,
+            predictions) on the returned record, read with
+            :func:`encshield.evaluation.evaluate.examples_of` (not in its JSON); the class names
+            are in ``record.config["dataset"]["class_names"]``.
 
     Returns:
         the :class:`~encshield.evaluation.EvaluationRecord`; ``config`` holds the encoder, the
@@ -225,7 +230,8 @@ def evaluate_model(
         classifier, test_data.dataset.images, test_data.dataset.labels,
         perturbations=loaded, whitebox=specs, batch_size=batch_size, clamp=clamp, device=dev,
         whitebox_limit=whitebox_limit, subset_seed=seed, keep_per_sample=keep_per_sample,
-        context=context, public_encoder=None if public is None else public.encoder, log=log)
+        context=context, public_encoder=None if public is None else public.encoder, log=log,
+        examples=examples)
     if record.per_sample is not None and test_data.indices is not None:
         record.per_sample.test_indices = test_data.indices.tolist()
     record.wall_time_s = {**{k: round(v, 4) for k, v in timings.items()}, **record.wall_time_s,
