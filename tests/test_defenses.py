@@ -236,3 +236,19 @@ def test_genaf_refuses_a_random_head_as_logit_anchor() -> None:
         build_defense("genaf_stage1", head_init="random", anchor="frozen_pretrained")
     build_defense("genaf_stage1", head_init="random", anchor="frozen_pretrained",
                   feature_space="encoder")  # encoder features need no head: allowed
+
+
+def test_mixed_precision_and_channels_last(data: ImageDataset, tmp_path) -> None:  # noqa: ANN001
+    """``amp`` (bf16 autocast for the attack and the training forward) and ``channels_last``
+    train a working model whose weights are float32, contiguous and savable; the losses stay
+    float32."""
+    fitted = build_defense("pgd_at", **dict(SMOKE, epochs=1, amp=True, channels_last=True)).fit(
+        encoder(), data, NUM_CLASSES, seed=0)
+    params = list(fitted.classifier.parameters())
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in params)
+    assert all(torch.isfinite(torch.tensor(v)) for v in fitted.record.losses)
+    save_classifier(fitted.classifier, tmp_path / "amp.safetensors", fitted.record)
+    loaded, _ = load_classifier(tmp_path / "amp.safetensors")
+    x = data.to_float(slice(0, 4))
+    with torch.no_grad():
+        assert torch.equal(loaded(x).argmax(1), fitted.classifier(x).argmax(1))

@@ -51,6 +51,7 @@ from encshield.defenses.loop import EpochStats, train_epochs
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Classifier, Encoder, build_head
+from encshield.precision import autocast
 from encshield.progress import progress as progress_bar
 from encshield.records import DefenseRecord
 
@@ -85,6 +86,9 @@ class FinetuningConfig(DefenseConfig):
     head_init: Literal["trained", "random"] = "trained"
     head_init_epochs: int = Field(20, ge=0)
     track_train_accuracy: bool = True
+    amp: bool = Field(False, description="bf16 autocast for the inner attack and the training "
+                      "forward (losses stay float32); 2x faster on a CPU with AVX512-BF16")
+    channels_last: bool = Field(False, description="channels-last memory for the training")
     attack: AttackSettings = Field(default_factory=AttackSettings)
 
 
@@ -162,14 +166,18 @@ class FinetuningDefense(Defense):
         Returns:
             The (detached) scalar loss and the loss parts of the hook.
         """
+        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         self._train_mode(model)
         x_adv = None
-        if self.uses_attack:
-            x_adv = self.attack(model, x, y, seed * 1_000_003 + step)
-            check_no_parameter_grads(model)
-            self._emit("after_attack", model=model, step=step, epoch=epoch, x=x, x_adv=x_adv)
-        self._train_mode(model)
-        loss, parts = self.loss(model, x, x_adv, y)
+        with autocast(x.device, cfg.amp):
+            if self.uses_attack:
+                x_adv = self.attack(model, x, y, seed * 1_000_003 + step)
+                check_no_parameter_grads(model)
+                self._emit("after_attack", model=model, step=step, epoch=epoch, x=x, x_adv=x_adv)
+            self._train_mode(model)
+            loss, parts = self.loss(model, x, x_adv, y)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -231,6 +239,8 @@ class FinetuningDefense(Defense):
         work = copy.deepcopy(encoder).to(device)
         head = self._initial_head(work, train, num_classes, seed, device).to(device)
         model = Classifier(work, head)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         for p in model.head.parameters():
             p.requires_grad_(True)
         for p in model.encoder.parameters():
@@ -278,7 +288,7 @@ class FinetuningDefense(Defense):
                                       device=device),
                 step, on_epoch_end=epoch_end)
 
-        model.eval()
+        model.to(memory_format=torch.contiguous_format).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         record = DefenseRecord(

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from encshield.errors import ConfigError
+from encshield.precision import full_precision
 
 __all__ = [
     "genetic_regularization",
@@ -106,6 +107,7 @@ def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ PGD-AT
+@full_precision
 def pgd_at_loss(logits_adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """PGD adversarial training loss (Madry et al., ICLR 2018): ``mean_i CE(z_adv_i, y_i)``.
 
@@ -124,6 +126,7 @@ def pgd_at_loss(logits_adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ TRADES
+@full_precision
 def trades_inner_objective(outputs_adv: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tensor:
     """Per-sample TRADES inner objective ``KL(p_clean_i || softmax(z_adv_i))`` ``(N,)``.
 
@@ -156,6 +159,7 @@ def trades_inner_objective(outputs_adv: torch.Tensor, clean_probs: torch.Tensor)
 trades_inner_objective.reference_kind = "features"  # type: ignore[attr-defined]
 
 
+@full_precision
 def trades_loss(
     logits_clean: torch.Tensor,
     logits_adv: torch.Tensor,
@@ -191,6 +195,7 @@ def trades_loss(
 
 
 # ------------------------------------------------------------------------------ MART
+@full_precision
 def mart_loss(
     logits_clean: torch.Tensor,
     logits_adv: torch.Tensor,
@@ -260,6 +265,7 @@ def _row_probabilities(dist: torch.Tensor) -> torch.Tensor:
     return s / s.sum(dim=1, keepdim=True)
 
 
+@full_precision
 def genetic_regularization(
     a: torch.Tensor,
     b: torch.Tensor,

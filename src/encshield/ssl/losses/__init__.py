@@ -25,7 +25,7 @@ Conventions
   raise :class:`ValueError`. Both messages name the argument and the observed value.
 """
 
-from encshield.ssl.losses._common import full_precision
+from encshield.precision import full_precision
 from encshield.ssl.losses.contrastive import (
     enqueue,
     infonce_loss,

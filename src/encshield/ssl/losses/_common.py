@@ -1,10 +1,9 @@
-"""Shared pieces of the SSL losses: input checks, the view type and float32 under autocast."""
+"""Shared pieces of the SSL losses: input checks and the view type (float32 under autocast comes
+from :func:`encshield.precision.full_precision`)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -12,36 +11,8 @@ from torch import Tensor
 from encshield.errors import ConfigError
 
 Views = Sequence[Tensor] | Tensor
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _float32(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, (list, tuple)):
-        return type(value)(_float32(v) for v in value)
-    return value
-
-
-def full_precision(fn: _F) -> _F:
-    """Run a loss in float32 even inside an autocast region (bf16/fp16 mixed precision).
-
-    Under autocast the encoder and heads run in half precision, but similarity matrices at
-    temperature 0.1-0.2, exponentials and the Cholesky/eigen factorisations of the whitening
-    losses need float32: floating-point tensor arguments are cast to float32 and autocast is
-    disabled for the loss. Without autocast this adds nothing (float32 inputs pass unchanged).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
-        device = tensors[0].device.type if tensors else "cpu"
-        if not torch.is_autocast_enabled(device):
-            return fn(*args, **kwargs)
-        with torch.autocast(device, enabled=False):
-            return fn(*_float32(args), **{k: _float32(v) for k, v in kwargs.items()})
-
-    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------

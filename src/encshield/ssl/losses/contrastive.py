@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from encshield.precision import full_precision
 from encshield.ssl.losses._common import (
     Views,
     _as_views,
     _check_2d,
     _check_positive,
     _check_same,
-    full_precision,
 )
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from encshield.errors import ConfigError
+from encshield.precision import full_precision
 from encshield.ssl.losses._common import (
     _check_2d,
     _check_batch,
@@ -17,7 +18,6 @@ from encshield.ssl.losses._common import (
     _check_same,
     _linalg_dtype,
     _off_diagonal,
-    full_precision,
 )
 
 # --------------------------------------------------------------------------------------------
