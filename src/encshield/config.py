@@ -12,7 +12,6 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -266,11 +265,13 @@ def parse_fractions(value: Any) -> Any:
     if isinstance(value, list):
         return [parse_fractions(v) for v in value]
     if isinstance(value, str) and _FRACTION.match(value):
+        num, den = value.replace(" ", "").split("/")
         try:
-            return float(Fraction(value.replace(" ", "")))
+            result = float(num) / float(den)
         except ZeroDivisionError:
             raise ConfigError(f"{value!r}: division by zero") from None
-        except (ValueError, OverflowError):
+        if not math.isfinite(result):
             raise ConfigError(f"{value[:40]!r}: the fraction is too large; use a number such as "
-                              "8/255") from None
+                              "8/255")
+        return result
     return value
