@@ -8,7 +8,8 @@ PNG.
 * ``kind="additive"``: ``delta`` is float32 ``(3, H, W)`` with ``|delta| <= eps``;
   ``apply(x) = clamp(x + delta, 0, 1)``. ``apply(x, clamp=False)`` gives the unclamped ``x + delta``
   of the CGCL-family code (AdvEncoder, Gen-AF, ZePAD evaluate on ``x + delta`` without clipping,
-  docs/methods.md, "Metrics" and "Universal attacks"); it is a named compatibility option, not the default.
+  docs/methods.md, "Metrics" and "Universal attacks"); it is a named compatibility option, not the
+  default.
 * ``kind="patch"``: ``delta`` holds the patch pixels, float32 ``(3, h, w)`` in [0, 1], pasted with
   its top-left corner at ``position = (top, left)``: ``x * (1 - m) + patch * m`` (Adv-PAT,
   Zhou et al., ICCV 2023). Its patch pixels live in [0, 1] (not the normalised-range quirk of the
@@ -231,7 +232,8 @@ class Perturbation:
         return float(torch.maximum(self.delta, 1 - self.delta).max())
 
     def mask(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Binary mask ``(1, H, W)`` of the pixels the perturbation changes (all ones if additive)."""
+        """Binary mask ``(1, H, W)`` of the pixels the perturbation changes (all ones if
+        additive)."""
         size = self.image_size
         if size is None:
             raise PerturbationError("this patch does not record its image size; pass images")
@@ -310,7 +312,9 @@ class Perturbation:
         try:
             json.dumps(self.metadata)
         except (TypeError, ValueError) as error:
-            raise CheckpointError(f"perturbation metadata is not JSON-serialisable: {error}") from None
+            raise CheckpointError(
+                f"perturbation metadata is not JSON-serialisable: {error}"
+            ) from None
         return write_native(path, {"delta": self.delta}, self._file_metadata())
 
     @classmethod

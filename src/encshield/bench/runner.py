@@ -171,5 +171,6 @@ def _store(store: ResultsStore, cell: Cell, output: Any, seconds: float, device:
     record = CellRecord(
         id=cell.id, kind=cell.kind, title=cell.title, params=cell.params, deps=list(cell.deps),
         config_hash=cell.id, result=result, artifacts=artifacts, versions=version_info(),
-        machine=machine_info(device), device=device, wall_time_s=round(seconds, 3), finished=now_iso())
+        machine=machine_info(device), device=device, wall_time_s=round(seconds, 3),
+        finished=now_iso())
     store.add(record, metrics)

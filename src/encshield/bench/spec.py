@@ -19,8 +19,8 @@ downstream datasets x seeds, plus the white-box rows every table needs::
 attack x budget (fitted once, on the surrogate set), one ``model`` cell per encoder x defense x
 dataset x seed (defended once) and one ``evaluate`` cell per model cell (every perturbation of
 its encoder plus the white-box rows). A cell's id is the hash of everything that determines its
-result, including the ids of the cells it depends on and the attack's / defense's full resolved config
-(defaults included), so a changed setting or default never reuses a stale result.
+result, including the ids of the cells it depends on and the attack's / defense's full resolved
+config (defaults included), so a changed setting or default never reuses a stale result.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def _check_expected_sha(path: Path, actual: str, expected: str | None) -> None:
 def load_encoder(
     path: str | os.PathLike[str],
     *,
-    format: str = "auto",  # noqa: A002 - public keyword named as in the CLI
+    format: str = "auto",  # public keyword named as in the CLI
     expected_sha256: str | None = None,
     arch: str | None = None,
     width: int | None = None,

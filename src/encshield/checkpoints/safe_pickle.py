@@ -100,7 +100,7 @@ class InertStub:
         object.__setattr__(obj, "stub_state", None)
         return obj
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D107 - inert on purpose
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # inert on purpose
         pass
 
     def __setstate__(self, state: Any) -> None:
@@ -214,7 +214,7 @@ def _globals_in_pickle_bytes(data: bytes, *, all_pickles: bool) -> list[str]:
                     recent.append(None)
                 if len(recent) > 8:
                     del recent[:-8]
-        except Exception:  # noqa: BLE001 - best effort: raw storage bytes follow legacy pickles
+        except Exception:  # best effort: raw storage bytes follow legacy pickles
             break
         if not all_pickles or stream.tell() >= len(data):
             break
@@ -246,7 +246,7 @@ def _torch_default_allowed() -> set[str]:
         from torch import _weights_only_unpickler
 
         return set(_weights_only_unpickler._get_allowed_globals())
-    except Exception:  # noqa: BLE001 - private API; only used to name the culprit
+    except Exception:  # private API; only used to name the culprit
         return set()
 
 

@@ -171,7 +171,8 @@ def register(subparsers: Any) -> None:
                      help="use a seeded class-stratified subset of N surrogate images (seed: "
                      "--seed)")
     fit.add_argument("--image-size", type=int, default=None, metavar="S",
-                     help="resize the surrogate images to S x S (default: the encoder's input size)")
+                     help="resize the surrogate images to S x S (default: the encoder's input "
+                          "size)")
     fit.add_argument("--eps", default="10/255",
                      help="L-inf budget of additive attacks, e.g. 10/255 or 0.039 (default 10/255)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -61,7 +61,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     _table: dict[tuple[str, str], Callable[..., Any] | type] | None = None
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401
+    def find_class(self, module: str, name: str) -> Any:
         if RestrictedUnpickler._table is None:
             RestrictedUnpickler._table = _allowed()
         obj = RestrictedUnpickler._table.get((module, name))

@@ -146,7 +146,8 @@ class GuardedReader:
         if self.produced > RATIO_FLOOR:
             consumed = self._consumed()
             for what, out, inp in (
-                (self._segment_what, self.produced - self._segment_out, consumed - self._segment_in),
+                (self._segment_what, self.produced - self._segment_out,
+                 consumed - self._segment_in),
                 (self.what, self.produced, consumed),
             ):
                 if too_expansive(out, inp):
@@ -237,12 +238,17 @@ def gunzip_exact(
                 stream.seek(0)  # cheap: rewinds to the start of the compressed data
                 out = read_capped(stream, total)
     except (OSError, EOFError, zlib.error) as error:
-        raise corrupt_error(what, f"bad gzip data: {type(error).__name__}: {error}", path=path) from None
+        raise corrupt_error(
+            what, f"bad gzip data: {type(error).__name__}: {error}", path=path
+        ) from None
     if len(out) > total:
-        raise corrupt_error(what, f"more data than the {body:,} bytes its header announces", path=path)
+        raise corrupt_error(
+            what, f"more data than the {body:,} bytes its header announces", path=path
+        )
     if len(out) < total:
         raise corrupt_error(
-            what, f"only {len(out) - header_size:,} of the {body:,} data bytes its header announces",
+            what,
+            f"only {len(out) - header_size:,} of the {body:,} data bytes its header announces",
             path=path,
         )
     return out

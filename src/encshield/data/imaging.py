@@ -17,7 +17,9 @@ from encshield.data.bounded import IMAGE_FLOOR, check_announced
 from encshield.errors import ConfigError, DatasetCorruptError
 
 #: File extensions read as images (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".webp", ".tif", ".tiff"
+)
 
 Size = tuple[int, int]
 
@@ -154,7 +156,9 @@ class ImageCollector:
                 self._pool.shutdown(wait=True, cancel_futures=True)
         missing = [i for i, a in enumerate(self.arrays) if a is None]
         if missing:
-            raise DatasetCorruptError(f"{len(missing)} image(s) were never read (e.g. #{missing[0]})")
+            raise DatasetCorruptError(
+                f"{len(missing)} image(s) were never read (e.g. #{missing[0]})"
+            )
         return self.arrays  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -178,7 +182,8 @@ def resize_images(images: torch.Tensor, size: Size, *, chunk: int = 4096) -> tor
     out = torch.empty((n, c, size[0], size[1]), dtype=torch.uint8)
     for start in range(0, n, chunk):
         out[start : start + chunk] = F.interpolate(
-            images[start : start + chunk], size=size, mode="bilinear", antialias=True, align_corners=False
+            images[start : start + chunk], size=size, mode="bilinear", antialias=True,
+            align_corners=False,
         )
     return out
 

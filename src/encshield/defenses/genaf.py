@@ -38,15 +38,15 @@ __all__ = ["GenAF", "GenAFConfig"]
 class GenAFConfig(DefenseConfig):
     """Gen-AF stages 1 + 2 (docs/methods.md, "Defenses"); every field has the official default.
 
-    ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides merge
-    into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
-    downstream train split (the official code hard-codes STL-10 train), attacked with
-    ``probe_eps`` / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255,
-    random start); layer sensitivity with
-    relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of SGD ascent (lr
-    ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE fine-tuning of
-    those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``, ``stage2_weight_decay``);
-    optional RiFT interpolation ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
+    ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides
+    merge into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
+    downstream train split (the official code hard-codes STL-10 train), attacked with ``probe_eps``
+    / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255, random start);
+    layer sensitivity with relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of
+    SGD ascent (lr ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE
+    fine-tuning of those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``,
+    ``stage2_weight_decay``); optional RiFT interpolation
+    ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
     """
 
     stage1: GenAFStage1Config = Field(default_factory=GenAFStage1Config)

@@ -18,11 +18,11 @@ IEEE S&P 2024), as specified in docs/methods.md, "Defenses".
     or, in logit space, the initial head on them; no gradient flows into the anchor), the
     "genetic" inheritance of the pre-trained topology the paper's name refers to.
 
-Deliberate differences from the official code (docs/methods.md, "Defenses"): the attack sees the same
-normalised model as training (normalisation inside the Encoder), attack gradients never reach the
-parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
-``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack
-inputs, attack-gradient leak) are not reproduced, whatever its value.
+Deliberate differences from the official code (docs/methods.md, "Defenses"): the attack sees the
+same normalised model as training (normalisation inside the Encoder), attack gradients never reach
+the parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
+``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack inputs,
+attack-gradient leak) are not reproduced, whatever its value.
 
 Epochs default to the paper's 50 (ZePAD's copy uses 20); tests and the tiny tier override them.
 

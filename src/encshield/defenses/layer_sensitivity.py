@@ -119,10 +119,10 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every ``nn.Conv2d`` and ``nn.Linear`` of ``model``, in module (registration) order.
 
-    For a :class:`~encshield.models.Classifier` this covers the encoder and the head: ResNet-18
-    (no ``fc`` in our backbone) + ``mlp`` head gives 20 convolutions (3 of them the 1x1
-    downsample convolutions) + 3 linears = 23 candidates, as in docs/methods.md, "Defenses". The official
-    code additionally skips names containing ``"sub"``; no module of ours is named so.
+    For a :class:`~encshield.models.Classifier` this covers the encoder and the head: ResNet-18 (no
+    ``fc`` in our backbone) + ``mlp`` head gives 20 convolutions (3 of them the 1x1 downsample
+    convolutions) + 3 linears = 23 candidates, as in docs/methods.md, "Defenses". The official code
+    additionally skips names containing ``"sub"``; no module of ours is named so.
 
     Returns:
         ``[(qualified_name, module), ...]``; the names are for the record, the module objects

@@ -1,9 +1,9 @@
 """``none``: the no-defense downstream model (frozen encoder + a trained head).
 
-The "no defense" row of every table in the CGCL family (Gen-AF, Zhou et al., IEEE S&P 2024;
-ZePAD): the downstream user keeps the public encoder frozen and trains only a head on its
-features (:func:`encshield.downstream.train_head`: Adam lr 5e-3, weight decay 8e-4,
-ExponentialLR 0.96, docs/methods.md, "Downstream head"). Registered as a defense so that tables, the CLI and
+The "no defense" row of every table in the CGCL family (Gen-AF, Zhou et al., IEEE S&P 2024; ZePAD):
+the downstream user keeps the public encoder frozen and trains only a head on its features
+(:func:`encshield.downstream.train_head`: Adam lr 5e-3, weight decay 8e-4, ExponentialLR 0.96,
+docs/methods.md, "Downstream head"). Registered as a defense so that tables, the CLI and
 ``encshield bench`` treat it like every other row.
 """
 

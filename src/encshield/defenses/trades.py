@@ -45,7 +45,9 @@ class TRADES(FinetuningDefense):
 
     Config = TRADESConfig
 
-    def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    def attack(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> torch.Tensor:
         a = self.config.attack  # type: ignore[attr-defined]
         was_training = {m: m.training for m in model.modules()}
         model.eval()

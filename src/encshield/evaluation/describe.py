@@ -58,7 +58,8 @@ def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
 
 
 def describe_encoder(encoder: nn.Module) -> dict[str, Any]:
-    """Provenance (architecture, method, source file, sha256), feature dim, input size, normalisation."""
+    """Provenance (architecture, method, source file, sha256), feature dim, input size,
+    normalisation."""
     out: dict[str, Any] = {"type": type(encoder).__name__}
     provenance = getattr(encoder, "provenance", None)
     if provenance is not None and hasattr(provenance, "to_dict"):

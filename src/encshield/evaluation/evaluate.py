@@ -220,9 +220,14 @@ def _worst_case_rows(rows: _Rows) -> None:
 
 def _check_test_set(images: torch.Tensor, labels: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ConfigError(f"test_images must be a tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}")
+        raise ConfigError(
+            "test_images must be a tensor (N, C, H, W), got "
+            f"{getattr(images, 'shape', type(images))}"
+        )
     if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ConfigError(f"test_images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
+        raise ConfigError(
+            f"test_images must be uint8 (0..255) or float in [0, 1], got {images.dtype}"
+        )
     if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
         raise ConfigError(
             f"test_labels must be int64 (N,) with N = {images.shape[0]} test images, got "
@@ -329,8 +334,8 @@ def evaluate_classifier(
         _clean_row(rows)
         for name, perturbation in perturbations.items():
             _universal_row(rows, name, perturbation, clamp)
+        encoder = classifier.encoder
         for name, fn in encoder_attacks.items():
-            encoder = classifier.encoder
             _per_sample_row(rows, name, "encoder_deployed", whitebox_limit,
                             lambda x, y, b, fn=fn: fn(encoder, x))  # type: ignore[misc]
         for spec in sorted(specs, key=lambda s: not s.is_encoder_attack):  # encoder rows first

@@ -32,7 +32,11 @@ def inputs_unchecked(model: nn.Module, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    saved = [(m, m.check_inputs) for m in model.modules() if isinstance(getattr(m, "check_inputs", None), bool)]
+    saved = [
+        (m, m.check_inputs)
+        for m in model.modules()
+        if isinstance(getattr(m, "check_inputs", None), bool)
+    ]
     try:
         for module, _ in saved:
             module.check_inputs = False  # type: ignore[assignment]

@@ -185,7 +185,7 @@ class Encoder(nn.Module):
         captured: dict[str, torch.Tensor] = {}
         handles: list[torch.utils.hooks.RemovableHandle] = []
 
-        def make_hook(layer: str):  # noqa: ANN202 - torch hook signature
+        def make_hook(layer: str):  # torch hook signature
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
                 if isinstance(output, torch.Tensor):
                     captured[layer] = output.clone()

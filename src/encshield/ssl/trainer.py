@@ -138,7 +138,8 @@ class Pretrainer:
         if config.compile:
             self.method.encoder.compile()
         dataset = data.load(
-            config.data.name, config.data.split, root=config.data.root, image_size=config.data.image_size
+            config.data.name, config.data.split, root=config.data.root,
+            image_size=config.data.image_size,
         )
         images = dataset.images[: config.data.limit] if config.data.limit else dataset.images
         self.images = images.contiguous().to(self.device)
@@ -184,7 +185,7 @@ class Pretrainer:
         path = self.output_dir / STATE_FILE
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:  # noqa: BLE001 - report any unreadable state clearly
+        except Exception as error:  # report any unreadable state clearly
             raise CheckpointError(
                 f"cannot read the training state {path} ({error}); delete it to start over"
             ) from None
@@ -205,7 +206,7 @@ class Pretrainer:
         path = self.output_dir / "config.yaml"
         try:
             stored = PretrainConfig.model_validate(yaml.safe_load(path.read_text()))
-        except Exception:  # noqa: BLE001 - missing or unreadable: not the same
+        except Exception:  # missing or unreadable: not the same
             return False
         return stored == self.config
 
@@ -257,7 +258,9 @@ class Pretrainer:
         if epoch != self._perm_epoch:
             self._perm = _epoch_permutation(cfg.seed, epoch, self.images.shape[0])
             self._perm_epoch = epoch
-        batch_idx = self._perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(self.device)
+        batch_idx = self._perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(
+            self.device
+        )
         torch.manual_seed(_step_seed(cfg.seed, self.step))
         views = make_views(self.images[batch_idx], self.augment)
         if cfg.channels_last:
@@ -269,7 +272,9 @@ class Pretrainer:
             losses = self.method.training_loss(views)
         loss = losses["loss"].float()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optimizer.lr")
+            raise FloatingPointError(
+                f"loss became {float(loss)} at step {self.step}; lower optimizer.lr"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -321,8 +326,10 @@ class Pretrainer:
                     self.save_state()
                 elif self.step == end:
                     self.save_state()
-                if epoch_end and cfg.knn.every_epochs and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0:
-                    record = {"step": self.step, "epoch": self.step // self.steps_per_epoch, **self.knn()}
+                if (epoch_end and cfg.knn.every_epochs
+                        and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0):
+                    record = {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                              **self.knn()}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 bar(completed=self.step)

@@ -210,7 +210,8 @@ def evaluate_model(
         out_dim = (context["model"].get("head") or {}).get("out_dim")
         if out_dim is not None and int(out_dim) != test_data.num_classes:
             raise ConfigError(f"the model has {out_dim} outputs but {test.name} has "
-                              f"{test_data.num_classes} classes; evaluate on its downstream dataset")
+                              f"{test_data.num_classes} classes; evaluate on its downstream "
+                              "dataset")
     context["dataset"] = dataset_info
 
     started = time.perf_counter()

@@ -86,7 +86,8 @@ def get(name: str, output: str | Path | None = None, *, zoo_dir: Path | None = N
         source = (zoo_dir or ZOO_DIR) / item.file
         if not source.is_file():
             raise EncshieldError(
-                f"zoo file {source} of {name!r} is missing; reinstall encshield or restore it from git"
+                f"zoo file {source} of {name!r} is missing; reinstall encshield or restore it "
+                "from git"
             )
         actual = sha256_file(source)
         if actual != item.sha256:
@@ -114,7 +115,8 @@ def get(name: str, output: str | Path | None = None, *, zoo_dir: Path | None = N
 
 
 def load(name: str, *, zoo_dir: Path | None = None):
-    """Load zoo encoder ``name`` (verified) as a :class:`~encshield.checkpoints.LoadedCheckpoint`."""
+    """Load zoo encoder ``name`` (verified) as a
+    :class:`~encshield.checkpoints.LoadedCheckpoint`."""
     from encshield.checkpoints import load_encoder
 
     item = entry(name, zoo_dir)

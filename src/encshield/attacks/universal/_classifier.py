@@ -52,7 +52,9 @@ def _is_full_classifier(head: nn.Module) -> bool:
     return isinstance(head, Classifier)
 
 
-def make_logits_fn(encoder: nn.Module, head: nn.Module, image_shape: tuple[int, int, int]) -> LogitsFn:
+def make_logits_fn(
+    encoder: nn.Module, head: nn.Module, image_shape: tuple[int, int, int]
+) -> LogitsFn:
     """Wrap ``head`` and check on one blank image that it yields ``(1, C)`` logits, C >= 2."""
     if not isinstance(head, nn.Module):
         raise ConfigError(
@@ -166,7 +168,9 @@ class ClassifierAttack(UniversalAttack):
 
     # --------------------------------------------------------------------------- walking
 
-    def _predict(self, fn: LogitsFn, context: FitContext, delta: torch.Tensor | None) -> torch.Tensor:
+    def _predict(
+        self, fn: LogitsFn, context: FitContext, delta: torch.Tensor | None
+    ) -> torch.Tensor:
         """Surrogate predictions on every surrogate image (with ``delta`` if given), in order."""
         out = []
         with torch.no_grad():

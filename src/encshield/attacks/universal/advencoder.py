@@ -1,5 +1,5 @@
-"""``advencoder``: Adv-PER, the universal perturbation of AdvEncoder (Zhou, Li, Wang, Hu, Zhang,
-Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
+"""``advencoder``: Adv-PER, the universal perturbation of AdvEncoder (Zhou, Li, Wang, Hu, Zhang, Xu,
+Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
 
 A generator ``G`` (DCGAN-style stack of transposed convolutions) maps a fixed noise vector ``z``
 (sampled once from the seed) to a ``3 x H x W`` map; the universal perturbation is
@@ -19,10 +19,10 @@ so that each ``x' = clamp(x + delta, 0, 1)`` is pushed away from its own clean f
 perturbation stays in the high frequencies. ``r`` = 8 at 64 px, scaled with the image size
 (``radius * min(H, W) / 64``, i.e. 4 at 32 px).
 
-Generator: ``ConvTranspose(nz -> 8 ngf, 4x4) -> [ConvTranspose(c -> c/2, stride 2)]* -> 3``,
-each hidden layer with BatchNorm + ReLU, weights N(0, 0.02). The number of stride-2 stages adapts
-to the image size (the map is generated at the smallest ``4 * 2^n >= max(H, W)`` and centre-cropped):
-at 64 px with ``ngf=128`` it is exactly the official 100 -> 1024 -> 512 -> 256 -> 128 -> 3 stack.
+Generator: ``ConvTranspose(nz -> 8 ngf, 4x4) -> [ConvTranspose(c -> c/2, stride 2)]* -> 3``, each
+hidden layer with BatchNorm + ReLU, weights N(0, 0.02). The number of stride-2 stages adapts to the
+image size (the map is generated at the smallest ``4 * 2^n >= max(H, W)`` and centre-cropped): at 64
+px with ``ngf=128`` it is exactly the official 100 -> 1024 -> 512 -> 256 -> 128 -> 3 stack.
 
 Deviations from the official code (documented on purpose):
 

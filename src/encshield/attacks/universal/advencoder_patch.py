@@ -1,5 +1,6 @@
-"""``advencoder_patch``: Adv-PAT, the universal adversarial patch of AdvEncoder (Zhou, Li, Wang,
-Hu, Zhang, Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
+"""``advencoder_patch``: Adv-PAT, the universal adversarial patch of AdvEncoder (Zhou, Li, Wang, Hu,
+Zhang, Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal
+attacks".
 
 Same generator and loss as Adv-PER (:mod:`encshield.attacks.universal.advencoder`), but the
 generator's map is pasted as a square patch instead of added: ``x' = x * (1 - m) + P * m`` with

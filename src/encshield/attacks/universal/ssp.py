@@ -1,6 +1,7 @@
 """``ssp``: the feature-disruption objective of the Self-Supervised Perturbation (Naseer, Khan,
 Hayat, Khan, Porikli, "A Self-supervised Approach for Adversarial Robustness", CVPR 2020), in its
-universal variant as implemented by the PAP repository's baseline (docs/methods.md, "Universal attacks").
+universal variant as implemented by the PAP repository's baseline (docs/methods.md, "Universal
+attacks").
 
 Label-free, feature space: hook an intermediate layer ``phi`` of the encoder (default
 ``layer2`` of our ResNets, configurable with any name of ``Encoder.layer_names()``), and maximise

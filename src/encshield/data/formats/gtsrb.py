@@ -77,8 +77,12 @@ GTSRB_CLASSES: tuple[str, ...] = (
 
 DEFAULT_SIZE: Size = (32, 32)
 _BASE = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
-_TRAIN_RE = re.compile(r"^(?P<prefix>(?:.*/)?)Final_Training/Images/(?P<cls>\d{5})/(?P<file>[^/]+)$")
-_TEST_RE = re.compile(r"^(?P<prefix>(?:.*/)?)Final_Test/Images/(?P<file>[^/]+\.ppm)$", re.IGNORECASE)
+_TRAIN_RE = re.compile(
+    r"^(?P<prefix>(?:.*/)?)Final_Training/Images/(?P<cls>\d{5})/(?P<file>[^/]+)$"
+)
+_TEST_RE = re.compile(
+    r"^(?P<prefix>(?:.*/)?)Final_Test/Images/(?P<file>[^/]+\.ppm)$", re.IGNORECASE
+)
 _GT_NAME = "gt-final_test.csv"
 
 
@@ -98,8 +102,12 @@ class Gtsrb(DatasetFormat):
                  None, md5="fe31e9c9270bbcd7b84b7f21a9d9d9e5"),
     )
     known_files = {
-        "GTSRB_Final_Training.tar.xz": "d6817073d58ea8fd89b86b473e60ab2bc84f0628a05dcca58beef6b2f5bec8d5",
-        "GTSRB_Final_Test.tar.xz": "7db2ae7f2ebca6e4473ae8182a5aae1a5d0300c8094251ba6904fcddcfded0d8",
+        "GTSRB_Final_Training.tar.xz": (
+            "d6817073d58ea8fd89b86b473e60ab2bc84f0628a05dcca58beef6b2f5bec8d5"
+        ),
+        "GTSRB_Final_Test.tar.xz": (
+            "7db2ae7f2ebca6e4473ae8182a5aae1a5d0300c8094251ba6904fcddcfded0d8"
+        ),
     }
     version = 1
 
@@ -163,10 +171,14 @@ class Gtsrb(DatasetFormat):
         if test is not None:
             prefix, images = test
             # prefer the GT file next to the images, then any other
-            gt_candidates.sort(key=lambda e: (e.container is not test_container, e.path.count("/"), e.path))
+            gt_candidates.sort(
+                key=lambda e: (e.container is not test_container, e.path.count("/"), e.path)
+            )
             gt = gt_candidates[0] if gt_candidates else None
             entries = list(images) + ([gt] if gt else [])
-            layout.splits["test"] = SplitFiles(entries, count=len(images), data={"images": images, "gt": gt})
+            layout.splits["test"] = SplitFiles(
+                entries, count=len(images), data={"images": images, "gt": gt}
+            )
             if gt is None:
                 layout.notes.append(
                     "test labels (GT-final_test.csv from GTSRB_Final_Test_GT.zip) are missing"
@@ -234,7 +246,9 @@ class Gtsrb(DatasetFormat):
                 for row in rows:
                     i = position.get((csv_entry.parent, row["Filename"]))
                     if i is None:
-                        raise self._corrupt(csv_entry.display, f"lists {row['Filename']!r}, which is missing")
+                        raise self._corrupt(
+                            csv_entry.display, f"lists {row['Filename']!r}, which is missing"
+                        )
                     label = parse_int(row["ClassId"], csv_entry.display)
                     if label != int(cls):
                         raise self._corrupt(

@@ -54,7 +54,9 @@ class TinyImageNet(DatasetFormat):
         ),
     )
     known_files = {
-        "tiny-imagenet-200_val.tar.xz": "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14",
+        "tiny-imagenet-200_val.tar.xz": (
+            "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14"
+        ),
         "tiny-imagenet-200_train-200-per-class.tar.xz": (
             "5b33f1d29fb0833d42cf09d9eec94e873e11cf2376895466b845dbec97ee60da"
         ),
@@ -98,7 +100,7 @@ class TinyImageNet(DatasetFormat):
         scans = [(c, self._scan(c)) for c in containers]
         homes: list[dict[str, object]] = []  # the scanned prefixes the splits come from
         for split in ("train", "val"):
-            for container, scanned in scans:
+            for _, scanned in scans:
                 prefixes = [p for p, v in scanned.items() if split in v]
                 if not prefixes:
                     continue
@@ -146,7 +148,9 @@ class TinyImageNet(DatasetFormat):
                 f"train: {len(images)} images in {len(train)} class folders, {counts} per class "
                 "(the official split has 500 per class)"
             )
-        return SplitFiles(list(images), count=len(images), data={"images": images, "wnids": sorted(train)})
+        return SplitFiles(
+            list(images), count=len(images), data={"images": images, "wnids": sorted(train)}
+        )
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -190,9 +194,9 @@ class TinyImageNet(DatasetFormat):
         elif "val_annotations.txt" in layout.shared:
             wnids = sorted({w for _, w in self._annotations(layout)})
         else:
+            where = next(iter(layout.splits.values())).entries[0].container.describe()
             raise DatasetCorruptError(
-                f"Tiny-ImageNet in {next(iter(layout.splits.values())).entries[0].container.describe()}: "
-                "neither wnids.txt, "
+                f"Tiny-ImageNet in {where}: neither wnids.txt, "
                 "train folders nor val/val_annotations.txt found, so the classes are unknown"
             )
         layout.shared["wnids"] = wnids
@@ -229,7 +233,9 @@ class TinyImageNet(DatasetFormat):
             )
         # the (small) metadata files that sit in the images' archives come in the same pass; those
         # in other archives (e.g. wnids.txt in a train archive when reading val) in a short one
-        meta = [] if "meta_read" in layout.shared else [layout.shared[n] for n in _META if n in layout.shared]
+        meta = [] if "meta_read" in layout.shared else [
+            layout.shared[n] for n in _META if n in layout.shared
+        ]
         homes = {id(e.container) for e in images_list}
         arrays, blobs = read_images_and_files(
             images_list, [e for e in meta if id(e.container) in homes]
@@ -262,8 +268,8 @@ class TinyImageNet(DatasetFormat):
         position = {e.name: i for i, e in enumerate(images_list)}
         if len(rows) != len(images_list):
             raise DatasetCorruptError(
-                f"{ann.display} has {len(rows)} rows but val/images holds {len(images_list)} images "
-                "(image/label count mismatch); extract/download tiny-imagenet-200.zip again"
+                f"{ann.display} has {len(rows)} rows but val/images holds {len(images_list)} "
+                "images (image/label count mismatch); extract/download tiny-imagenet-200.zip again"
             )
         order, labels = [], []
         for filename, wnid in rows:
@@ -277,7 +283,8 @@ class TinyImageNet(DatasetFormat):
         if len(set(order)) != len(order):
             raise DatasetCorruptError(f"{ann.display} lists an image twice")
         images, uniform = stack_images(
-            [arrays[i] for i in order], size=size, default_size=None, what="Tiny-ImageNet val images"
+            [arrays[i] for i in order], size=size, default_size=None,
+            what="Tiny-ImageNet val images",
         )
         return Decoded(images, np.asarray(labels, dtype=np.int64), names, uniform)
 

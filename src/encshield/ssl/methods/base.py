@@ -32,7 +32,7 @@ from encshield.models import Encoder
 from encshield.registry import Registry
 from encshield.ssl.losses import enqueue
 
-METHODS: Registry[type["SSLMethod"]] = Registry("SSL method")
+METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
 
 
 class MethodConfig(BaseModel):
@@ -62,7 +62,7 @@ class SSLMethod(nn.Module):
         self._staged_keys: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_args(cls, encoder: Encoder, args: dict[str, Any] | None = None) -> "SSLMethod":
+    def from_args(cls, encoder: Encoder, args: dict[str, Any] | None = None) -> SSLMethod:
         """Build the method, validating ``args`` (errors name the field and allowed values)."""
         try:
             config = cls.Config(**(args or {}))
@@ -72,7 +72,9 @@ class SSLMethod(nn.Module):
                 for e in error.errors()
             )
             allowed = ", ".join(cls.Config.model_fields)
-            raise ConfigError(f"{problems} (method {cls.name}; allowed fields: {allowed})") from None
+            raise ConfigError(
+                f"{problems} (method {cls.name}; allowed fields: {allowed})"
+            ) from None
         return cls(encoder, config)
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -52,7 +52,7 @@ class DINOConfig(MethodConfig):
     final_tau: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _temperatures(self) -> "DINOConfig":
+    def _temperatures(self) -> DINOConfig:
         if self.warmup_teacher_temperature > self.teacher_temperature:
             raise ValueError(
                 f"warmup_teacher_temperature ({self.warmup_teacher_temperature}) must not exceed "
