@@ -565,8 +565,8 @@ def test_sanity_check_flags_an_attack_weaker_than_noise(batch) -> None:  # noqa:
     model, x, y = batch
     flags = {f.name for f in sanity_check(
         model, x, y, attack="pgd",
-        attack_config={"steps": 5, "random_start": False, "objective": lambda out, t: -F.cross_entropy(
-            out, t, reduction="none")})}
+        attack_config={"steps": 5, "random_start": False,
+                       "objective": lambda out, t: -F.cross_entropy(out, t, reduction="none")})}
     assert {"weaker_than_simple_attack", "eps_not_decreasing"} <= flags
 
 

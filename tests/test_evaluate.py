@@ -1,4 +1,5 @@
-"""The evaluation: evaluate_classifier, the evaluate_model workflow, records and ``encshield evaluate``.
+"""The evaluation: evaluate_classifier, the evaluate_model workflow, records and
+``encshield evaluate``.
 
 Smoke tier: a seeded random-init ResNet-18 of width 8 and tiny synthetic datasets whose classes
 differ in colour (so that even random features separate them). One test on real CIFAR-10.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +18,20 @@ import torch
 from PIL import Image
 
 from encshield.attacks.perturbation import Perturbation
+from encshield.budgets import format_budget, parse_budget
 from encshield.checkpoints import save_encoder, sha256_file
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
-from encshield.evaluation import metrics
-from encshield.budgets import format_budget, parse_budget
-from encshield.evaluation import WhiteboxSpec, evaluate_classifier, parse_whitebox, select_subset
+from encshield.evaluation import (
+    WhiteboxSpec,
+    evaluate_classifier,
+    metrics,
+    parse_whitebox,
+    select_subset,
+)
 from encshield.evaluation.records import EvaluationRecord, config_digest
 from encshield.models import Classifier, Encoder, build_encoder
 from encshield.workflows import DataSpec, evaluate_model
-
 
 
 def _has_whitebox() -> bool:
@@ -113,7 +117,8 @@ def test_record_has_the_required_fields(smoke: dict) -> None:
                                  perturbations={"zero": zero_perturbation()}, batch_size=7,
                                  context={"seed": 0})
     data = record.to_dict()
-    for key in ("config", "config_hash", "versions", "machine", "wall_time_s", "metrics", "created"):
+    for key in ("config", "config_hash", "versions", "machine", "wall_time_s", "metrics",
+                "created"):
         assert key in data, key
     assert set(data["versions"]) >= {"encshield", "torch", "python"}
     assert set(data["machine"]) >= {"platform", "cpu", "threads", "device"}
@@ -132,7 +137,9 @@ def test_record_has_the_required_fields(smoke: dict) -> None:
 
 
 def test_benign_accuracy_equals_hand_computed_accuracy(smoke: dict) -> None:
-    record = evaluate_classifier(smoke["classifier"], smoke["test_x"], smoke["test_y"], batch_size=8)
+    record = evaluate_classifier(
+        smoke["classifier"], smoke["test_x"], smoke["test_y"], batch_size=8
+    )
     preds = hand_predictions(smoke["classifier"], smoke["test_x"])
     labels = smoke["test_y"].tolist()
     expected = sum(p == y for p, y in zip(preds, labels)) / len(labels)
@@ -248,7 +255,8 @@ def test_encoder_attack_callables(smoke: dict) -> None:
 @pytest.mark.skipif(not HAS_WHITEBOX, reason="encshield.attacks.whitebox not written yet")
 def test_real_pgd_row_has_ra_at_most_ba(smoke: dict) -> None:
     record = evaluate_classifier(smoke["classifier"], smoke["test_x"], smoke["test_y"],
-                                 whitebox=["pgd:eps=8/255,steps=5", "feature_pgd:eps=8/255,steps=3"],
+                                 whitebox=["pgd:eps=8/255,steps=5",
+                                           "feature_pgd:eps=8/255,steps=3"],
                                  whitebox_limit=15)
     pgd = record.metrics["pgd:eps=8/255,steps=5"]
     assert pgd.kind == "whitebox" and pgd.num_samples == 15
@@ -322,9 +330,15 @@ def test_json_round_trip_and_undefined_values(smoke: dict, tmp_path: Path) -> No
 
 def test_config_hash_is_stable_and_ignores_paths(smoke: dict) -> None:
     clf, x, y = smoke["classifier"], smoke["test_x"], smoke["test_y"]
-    a = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "x"}})
-    b = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/b/enc.safetensors", "sha256": "x"}})
-    c = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "y"}})
+    a = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "x"}}
+    )
+    b = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/b/enc.safetensors", "sha256": "x"}}
+    )
+    c = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "y"}}
+    )
     assert a.config_hash == b.config_hash != c.config_hash
 
 
@@ -413,7 +427,8 @@ def test_evaluate_model_records_the_experiment(files: dict[str, Path]) -> None:
     assert config["encoder"]["sha256"] == sha256_file(files["encoder"])
     assert config["encoder"]["provenance"]["ssl_method"] == "random"
     assert config["dataset"]["name"] == "imagefolder" and config["dataset"]["image_size"] == 32
-    assert config["dataset"]["train"]["available"] == 36 and config["dataset"]["train"]["used"] == 24
+    assert config["dataset"]["train"]["available"] == 36
+    assert config["dataset"]["train"]["used"] == 24
     assert config["dataset"]["test"]["used"] == 12
     assert config["dataset"]["test"]["subset"]["class_counts"] == {"0": 4, "1": 4, "2": 4}
     assert config["head"]["name"] == "linear" and config["head"]["epochs"] == 3
@@ -485,14 +500,16 @@ def test_cli_end_to_end(files: dict[str, Path], capsys: pytest.CaptureFixture[st
         assert row.num_samples == 6 and row.robust_accuracy <= row.benign_accuracy
 
 
-def test_cli_reports_bad_input_cleanly(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_bad_input_cleanly(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     from encshield.cli import evaluate_cmd
 
     local = argparse.ArgumentParser(prog="encshield")
     evaluate_cmd.register(local.add_subparsers(dest="command", required=True))
     with pytest.raises(SystemExit):
-        local.parse_args(["evaluate", "--encoder", "x", "--dataset", "cifar10", "--output", "o.json",
-                          "--whitebox", "pgd:steps=3"])
+        local.parse_args(["evaluate", "--encoder", "x", "--dataset", "cifar10",
+                          "--output", "o.json", "--whitebox", "pgd:steps=3"])
     assert "eps is required" in capsys.readouterr().err
     args = local.parse_args(["evaluate", "--encoder", str(files["base"] / "missing.safetensors"),
                              "--dataset", "imagefolder", "--root", str(files["root"]),
@@ -511,8 +528,12 @@ def test_random_encoder_on_real_cifar10(shared_data: Path) -> None:
     """Tiny tier: random-init width-16 encoder + linear head, 2,000 train / 500 test images."""
     torch.manual_seed(0)
     encoder = build_encoder("resnet18", 16, "cifar", "cifar10", 32).eval()
-    noise = torch.empty(3, 32, 32).uniform_(-8 / 255, 8 / 255, generator=torch.Generator().manual_seed(0))
-    random_noise = Perturbation(kind="additive", delta=noise, eps=8 / 255, metadata={"attack": "noise"})
+    noise = torch.empty(3, 32, 32).uniform_(
+        -8 / 255, 8 / 255, generator=torch.Generator().manual_seed(0)
+    )
+    random_noise = Perturbation(
+        kind="additive", delta=noise, eps=8 / 255, metadata={"attack": "noise"}
+    )
     whitebox = ["pgd:eps=8/255,steps=10", "feature_pgd:eps=8/255,steps=10"] if HAS_WHITEBOX else []
     record = evaluate_model(
         DataSpec("cifar10", "test", limit=500, seed=0, root=str(shared_data)), encoder=encoder,
