@@ -115,6 +115,7 @@ class FinetuningDefense(Defense):
     """
 
     Config: ClassVar[type[DefenseConfig]] = FinetuningConfig
+    config: FinetuningConfig
     uses_attack: ClassVar[bool] = True
 
     # ------------------------------------------------------------------------------- hooks
@@ -125,7 +126,7 @@ class FinetuningDefense(Defense):
         self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
     ) -> torch.Tensor:
         """The inner maximisation: L-inf PGD on the cross-entropy (``keep_best="last"``)."""
-        a = self.config.attack  # type: ignore[attr-defined]
+        a = self.config.attack
         return pgd(model, x, y, eps=a.eps, steps=a.steps, step_size=a.step_size,
                    random_start=a.random_start, objective="ce", keep_best="last", seed=seed)
 
@@ -141,7 +142,7 @@ class FinetuningDefense(Defense):
     # -------------------------------------------------------------------------------- loop
     def _train_mode(self, model: Classifier) -> None:
         model.train()
-        if not self.config.train_encoder:  # type: ignore[attr-defined]
+        if not self.config.train_encoder:
             model.encoder.eval()
 
     def train_step(
@@ -184,7 +185,7 @@ class FinetuningDefense(Defense):
 
     def _initial_head(self, encoder: Encoder, train: ImageDataset, num_classes: int, seed: int,
                       device: torch.device | str) -> nn.Module:
-        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.head_init == "trained":
             probe_encoder = copy.deepcopy(encoder)
             classifier, _ = train_head(probe_encoder, train.images, train.labels, num_classes,
@@ -218,7 +219,7 @@ class FinetuningDefense(Defense):
             device: where to train.
             progress: show a progress bar (one step per epoch, with loss and accuracy).
         """
-        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if len(train) == 0:
             raise ConfigError("the defense's training set is empty")
         if int(train.labels.min()) < 0 or int(train.labels.max()) >= num_classes:

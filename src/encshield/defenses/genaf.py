@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
 from encshield.config import config_hash
 from encshield.data import ImageDataset
@@ -30,6 +29,7 @@ from encshield.defenses.layer_sensitivity import (
     resolve_layers,
     select_layers,
 )
+from encshield.models import Encoder
 from encshield.records import DefenseRecord
 
 __all__ = ["GenAF", "GenAFConfig"]
@@ -92,10 +92,11 @@ class GenAF(Defense):
     """
 
     Config = GenAFConfig
+    config: GenAFConfig
 
     def fit(
         self,
-        encoder: nn.Module,
+        encoder: Encoder,
         train: ImageDataset,
         num_classes: int,
         *,
@@ -104,7 +105,7 @@ class GenAF(Defense):
         progress: bool = False,
     ) -> DefenseResult:
         """Stage 1 then stage 2 on a copy of ``encoder`` (never modified); see the class."""
-        cfg: GenAFConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         start_time = time.perf_counter()
         stage1 = GenAFStage1(cfg.stage1)
         for callback in self._callbacks:

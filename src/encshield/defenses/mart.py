@@ -57,6 +57,7 @@ class MART(FinetuningDefense):
     """``loss = BCE(p_adv, y) + beta * KL(p_clean || p_adv) * (1 - p_clean[y])``."""
 
     Config = MARTConfig
+    config: MARTConfig
 
     def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         """CE PGD with the configured start (``keep_best="last"``, Madry's update)."""
@@ -74,5 +75,5 @@ class MART(FinetuningDefense):
         assert x_adv is not None
         # separate forwards, as in the papers' code (BatchNorm batch statistics per input set)
         logits_clean, logits_adv = model(x), model(x_adv)
-        loss = mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)  # type: ignore[attr-defined]
+        loss = mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)
         return loss, {"mart": float(loss.detach())}

@@ -42,6 +42,7 @@ class NoDefense(Defense):
     """No defense: the encoder stays frozen; only the head is trained on clean features."""
 
     Config = NoDefenseConfig
+    config: NoDefenseConfig
 
     def fit(
         self,
@@ -54,7 +55,7 @@ class NoDefense(Defense):
         progress: bool = False,
     ) -> DefenseResult:
         """Train the head on a frozen copy of ``encoder`` (which is not modified)."""
-        cfg: NoDefenseConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if len(train) == 0:
             raise ConfigError("the defense's training set is empty")
         start = time.perf_counter()

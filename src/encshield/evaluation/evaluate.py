@@ -69,7 +69,7 @@ WORST_CASE_ROWS: dict[str, tuple[str, ...]] = {
 class PerturbationLike(Protocol):
     """What the evaluation needs of an :class:`encshield.attacks.Perturbation`."""
 
-    def apply(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
         """Images ``(N, C, H, W)`` in [0, 1] -> perturbed images (in [0, 1] when clamped)."""
         ...
 

@@ -43,7 +43,7 @@ def inputs_unchecked(model: nn.Module, enabled: bool) -> Iterator[None]:
         yield
     finally:
         for module, value in saved:
-            module.check_inputs = value  # type: ignore[assignment]
+            module.check_inputs = value
 
 
 def predict(

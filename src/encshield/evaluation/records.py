@@ -99,8 +99,11 @@ class AttackMetrics:
         cls, kind: str, num_samples: int, summary: dict[str, float], **extra: Any
     ) -> AttackMetrics:
         """From the dict of :func:`encshield.evaluation.metrics.summarize` (``nan`` -> ``None``)."""
-        return cls(kind=kind, num_samples=num_samples, **{k: summary.get(k) for k in SUMMARY_KEYS},
-                   **extra)
+        return cls(kind=kind, num_samples=num_samples,
+                   benign_accuracy=summary.get("benign_accuracy"),
+                   robust_accuracy=summary.get("robust_accuracy"),
+                   fooling_rate=summary.get("fooling_rate"), error_rate=summary.get("error_rate"),
+                   attack_success_rate=summary.get("attack_success_rate"), **extra)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
