@@ -33,7 +33,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ def _as_size(value: Any, what: str) -> tuple[int, int]:
         raise PerturbationError(f"{what} must be (H, W), got {value!r}") from None
     if len(size) != 2 or size[0] < 1 or size[1] < 1:
         raise PerturbationError(f"{what} must be two positive ints (H, W), got {value!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 @dataclass(eq=False)
@@ -356,7 +356,7 @@ class Perturbation:
         position = meta.get("position")
         try:
             perturbation = cls(
-                kind=kind,
+                kind=cast(Kind, kind),  # checked by __post_init__
                 delta=delta,
                 eps=meta.get("eps"),
                 position=None if position is None else tuple(position),
@@ -364,7 +364,7 @@ class Perturbation:
             )
         except PerturbationError as error:
             raise PerturbationError(f"{where}: refused: {error}") from None
-        if kind == "additive" and size is not None and list(perturbation.image_size) != list(size):
+        if kind == "additive" and size is not None and perturbation.image_size != tuple(size):
             raise PerturbationError(
                 f"{where}: delta is {perturbation.image_size} but the file declares image size "
                 f"{size}"

@@ -134,7 +134,8 @@ class Pretrainer:
         self.method: SSLMethod = METHODS.get(config.method).from_args(encoder, config.method_args)
         self.method.to(self.device)
         if config.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            # torch's stubs omit Module.to(memory_format=...), which it accepts
+            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if config.compile:
             self.method.encoder.compile()
         dataset = data.load(
@@ -157,7 +158,7 @@ class Pretrainer:
         self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.warmup_steps = int(config.optimizer.warmup_epochs * self.steps_per_epoch)
         self.step = 0
-        self._knn_data: tuple[Any, ...] | None = None
+        self._knn_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def _augment_config(self) -> AugmentConfig:
@@ -348,7 +349,8 @@ class Pretrainer:
         suffix = "" if finished else f"-step{self.step}"
         path = self.output_dir / f"encoder{suffix}.safetensors"
         sha256 = save_encoder(
-            encoder.to("cpu").to(memory_format=torch.contiguous_format), path,
+            encoder.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
+            path,
             ssl_method=cfg.method, pretrain_data=f"{cfg.data.name}/{cfg.data.split}",
             config_hash=config_hash(cfg),
             extra={"step": self.step, "total_steps": self.total_steps,

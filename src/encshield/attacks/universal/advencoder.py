@@ -119,7 +119,7 @@ class PerturbationGenerator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)
+        out: torch.Tensor = self.net(z)
         h, w = self.size
         top, left = (self.full - h) // 2, (self.full - w) // 2
         return out[:, :, top : top + h, left : left + w]
@@ -133,7 +133,8 @@ def high_pass(x: torch.Tensor, radius: float) -> torch.Tensor:
     xs = torch.arange(w, device=x.device, dtype=torch.float32) - w // 2
     keep = (ys.view(-1, 1).pow(2) + xs.view(1, -1).pow(2)) >= radius**2
     spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)) * keep
-    return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+    filtered: torch.Tensor = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+    return filtered
 
 
 class AdvEncoderConfig(UniversalAttackConfig):
@@ -170,6 +171,8 @@ class AdvEncoder(UniversalAttack):
             description="delta = eps * tanh(G'(z)) or the official clamp(tanh(G'(z)), -eps, eps)",
         )
 
+    config: Config
+
     # ----------------------------------------------------------------- what the map becomes
 
     def _setup(self, context: FitContext) -> None:
@@ -202,7 +205,7 @@ class AdvEncoder(UniversalAttack):
         net.train()
         z = context.randn(1, cfg.nz, 1, 1)
         params = [p for p in net.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         radius = cfg.radius * min(h, w) / cfg.radius_reference_size
         encoder = context.encoder
         steps_per_epoch = math.ceil(context.num_images / cfg.batch_size)

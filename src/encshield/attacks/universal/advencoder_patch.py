@@ -84,6 +84,9 @@ class AdvEncoderPatch(AdvEncoder):
             None, description="explicit (top, left) of the patch; None = the bottom-right rule"
         )
 
+    # the patch's options replace the perturbation's ``output``: not a subtype of Adv-PER's Config
+    config: Config  # type: ignore[assignment]
+
     def _setup(self, context: FitContext) -> None:
         _, h, w = context.image_shape
         cfg = self.config

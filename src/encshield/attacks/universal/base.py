@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +39,7 @@ from encshield.config import config_hash, resolve
 from encshield.errors import ConfigError, ImageRangeError
 from encshield.images import check_images, to_float
 from encshield.models.modules import frozen, module_device
-from encshield.progress import progress
+from encshield.progress import Advance, progress
 from encshield.registry import Registry
 
 __all__ = [
@@ -262,7 +263,7 @@ class FitContext:
         while True:
             yield from self.epoch(batch_size)
 
-    def bar(self, total: int, description: str):
+    def bar(self, total: int, description: str) -> AbstractContextManager[Advance]:
         """Progress bar context manager (no-op unless ``progress``)."""
         return progress(description, total, enabled=self.progress)
 

@@ -92,6 +92,8 @@ class PAP(UniversalAttack):
                     raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high")
             return self
 
+    config: Config
+
     def _layers(self) -> list[str]:
         if self.config.variant == "fuse":
             return [self.config.layer, self.config.fuse_layer]

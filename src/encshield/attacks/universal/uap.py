@@ -107,6 +107,8 @@ class UAP(ClassifierAttack):
             "l2", description="DeepFool step: l2 (then L-inf projection) or the linf variant"
         )
 
+    config: Config
+
     stochastic = True  # the order of the surrogate images is drawn from the seed
 
     def _update(

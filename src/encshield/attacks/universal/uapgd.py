@@ -69,6 +69,8 @@ class UAPGD(ClassifierAttack):
         momentum: float = Field(0.5, ge=0, lt=1, description="velocity decay")
         weight_decay: float = Field(1e-5, ge=0, description="coefficient of (x + delta0) in v")
 
+    config: Config
+
     stochastic = True  # the order of the surrogate images is drawn from the seed
 
     def _update(

@@ -127,7 +127,8 @@ class SSLMethod(nn.Module):
         always the first ``name_filled`` ones.
         """
         filled = int(getattr(self, f"{name}_filled"))
-        return getattr(self, name)[:filled].detach()
+        queue: torch.Tensor = getattr(self, name)
+        return queue[:filled].detach()
 
     def stage_queue(self, name: str, keys: torch.Tensor) -> None:
         """Remember this step's ``keys`` for queue ``name``; :meth:`after_step` writes them."""

@@ -63,6 +63,7 @@ class IterNorm(nn.Module):
 @METHODS.register("vibcreg")
 class VIbCReg(SSLMethod):
     Config = VIbCRegConfig
+    config: VIbCRegConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: VIbCRegConfig) -> None:

@@ -41,6 +41,7 @@ class WMSEConfig(MethodConfig):
 @METHODS.register("wmse", aliases=("w-mse", "w_mse"))
 class WMSE(SSLMethod):
     Config = WMSEConfig
+    config: WMSEConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: WMSEConfig) -> None:
