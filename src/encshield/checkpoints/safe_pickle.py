@@ -29,7 +29,7 @@ import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar
 
@@ -93,6 +93,8 @@ class InertStub:
     """
 
     stub_name: ClassVar[str] = "?"
+    stub_args: tuple[Any, ...]
+    stub_state: Any
 
     def __new__(cls, *args: Any, **kwargs: Any) -> InertStub:
         obj = object.__new__(cls)
@@ -128,7 +130,9 @@ def stub_class(full_name: str) -> type[InertStub]:
         return cls
 
 
-def _stub_pairs(names: Iterable[str]) -> list[tuple[type[InertStub], str]]:
+def _stub_pairs(
+    names: Iterable[str],
+) -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     return [(stub_class(name), name) for name in dict.fromkeys(names)]
 
 
@@ -191,6 +195,7 @@ def _globals_in_pickle_bytes(data: bytes, *, all_pickles: bool) -> list[str]:
     while True:
         memo: dict[int, Any] = {}
         recent: list[Any] = []
+        arg: Any  # its type depends on the opcode
         try:
             for opcode, arg, _pos in pickletools.genops(stream):
                 name = opcode.name

@@ -47,7 +47,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return 0
     budget = (
         f"eps {perturbation.eps * 255:.4g}/255, L-inf {perturbation.linf() * 255:.4g}/255"
-        if perturbation.kind == "additive"
+        if perturbation.kind == "additive" and perturbation.eps is not None
         else f"patch {tuple(perturbation.delta.shape[-2:])} at {perturbation.position}"
     )
     objective = record.objective
@@ -122,7 +122,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from encshield.attacks import UNIVERSAL_ATTACKS
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name, cls in UNIVERSAL_ATTACKS.items():
         entries.append({
             "name": name,

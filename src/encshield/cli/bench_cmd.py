@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench", help="run a matrix of encoders x attacks x defenses x datasets x seeds",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,7 +24,7 @@ from encshield.errors import DatasetNotFoundError, EncshieldError
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "bench" / "quickstart.yaml"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "quickstart",
         help="the main job: attack and defend a downstream model of the zoo's SimCLR encoder",

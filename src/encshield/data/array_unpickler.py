@@ -36,7 +36,7 @@ def _numpy_core(submodule: str) -> Any:
 
 
 def _safe_dtype(*args: Any, **kwargs: Any) -> np.dtype[Any]:
-    dtype = np.dtype(*args, **kwargs)
+    dtype: np.dtype[Any] = np.dtype(*args, **kwargs)
     if dtype.hasobject:
         raise pickle.UnpicklingError("object arrays are not allowed in a data pickle")
     return dtype

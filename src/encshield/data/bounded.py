@@ -158,7 +158,7 @@ class GuardedReader:
 def open_decompressed(fh: BinaryIO, what: str, *, path: Path | None = None) -> GuardedReader:
     """``fh`` wrapped in the decompressor its magic bytes call for (gzip, xz, bzip2, or none),
     guarded by :class:`GuardedReader` (``fh`` must have ``peek`` and ``tell``)."""
-    head = fh.peek(6)[:6] if hasattr(fh, "peek") else b""  # type: ignore[attr-defined]
+    head = fh.peek(6)[:6] if hasattr(fh, "peek") else b""
     stream: Readable
     if head[:2] == b"\x1f\x8b":
         stream = gzip.GzipFile(fileobj=fh, mode="rb")
@@ -169,7 +169,7 @@ def open_decompressed(fh: BinaryIO, what: str, *, path: Path | None = None) -> G
     else:
         stream = fh
     if stream is not fh:
-        stream = io.BufferedReader(stream, buffer_size=CHUNK)  # type: ignore[arg-type,type-var]
+        stream = io.BufferedReader(stream, buffer_size=CHUNK)  # type: ignore[type-var]
     return GuardedReader(stream, fh.tell, what, path=path)
 
 

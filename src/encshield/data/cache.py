@@ -69,7 +69,7 @@ def _check_array(path: Path, spec: dict[str, Any], mmap: bool) -> np.ndarray | N
     try:
         if path.stat().st_size != int(spec["bytes"]):
             return None
-        array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+        array: np.ndarray = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
     if list(array.shape) != list(spec["shape"]) or str(array.dtype) != spec["dtype"]:

@@ -79,7 +79,8 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
             f"cannot decode image {what} ({type(error).__name__}: {error}); the file is damaged "
             "or not an image: delete the dataset file and download or extract it again."
         ) from None
-    return arr.transpose(2, 0, 1)
+    chw: np.ndarray = arr.transpose(2, 0, 1)
+    return chw
 
 
 def peek_size(data: bytes, what: str) -> tuple[int, int]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from encshield.errors import ChecksumMismatchError, ConfigError, EncshieldError
+
+if TYPE_CHECKING:
+    from encshield.checkpoints import LoadedCheckpoint
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -114,7 +118,7 @@ def get(name: str, output: str | Path | None = None, *, zoo_dir: Path | None = N
     return destination
 
 
-def load(name: str, *, zoo_dir: Path | None = None):
+def load(name: str, *, zoo_dir: Path | None = None) -> LoadedCheckpoint:
     """Load zoo encoder ``name`` (verified) as a
     :class:`~encshield.checkpoints.LoadedCheckpoint`."""
     from encshield.checkpoints import load_encoder

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -86,6 +87,16 @@ _TEST_RE = re.compile(
 _GT_NAME = "gt-final_test.csv"
 
 
+class _ClassImages(TypedDict):
+    ppm: list[FileEntry]
+
+
+class _ClassFolder(_ClassImages, total=False):
+    """One class folder of the training set: its images and (normally) its annotation file."""
+
+    csv: FileEntry
+
+
 class Gtsrb(DatasetFormat):
     name = "gtsrb"
     title = "GTSRB"
@@ -113,8 +124,9 @@ class Gtsrb(DatasetFormat):
 
     # -- finding -------------------------------------------------------------------------------
 
-    def _train(self, container: Container) -> dict[str, object] | None:
-        groups: dict[str, dict[str, dict[str, list[FileEntry] | FileEntry]]] = {}
+    def _train(self, container: Container) -> dict[str, Any] | None:
+        """``{"prefix": str, "folders": {class: {"ppm": [entries], "csv": entry}}}``."""
+        groups: dict[str, dict[str, _ClassFolder]] = {}
         for entry in container.entries or []:
             m = _TRAIN_RE.match(entry.path)
             if not m:
@@ -122,7 +134,7 @@ class Gtsrb(DatasetFormat):
             folder = groups.setdefault(m["prefix"], {}).setdefault(m["cls"], {"ppm": []})
             name = m["file"]
             if name.lower().endswith(".ppm"):
-                folder["ppm"].append(entry)  # type: ignore[union-attr]
+                folder["ppm"].append(entry)
             elif name.lower() == f"gt-{m['cls']}.csv":
                 folder["csv"] = entry
         candidates = [(p, f) for p, f in groups.items() if any(c["ppm"] for c in f.values())]
@@ -148,13 +160,13 @@ class Gtsrb(DatasetFormat):
             train = self._train(container)
             if train is None:
                 continue
-            folders = train["folders"]
+            folders: dict[str, _ClassFolder] = train["folders"]
             entries: list[FileEntry] = []
-            for folder in folders.values():  # type: ignore[union-attr]
+            for folder in folders.values():
                 entries.extend(folder["ppm"])
                 if "csv" in folder:
                     entries.append(folder["csv"])
-            count = sum(len(f["ppm"]) for f in folders.values())  # type: ignore[union-attr]
+            count = sum(len(f["ppm"]) for f in folders.values())
             layout.splits["train"] = SplitFiles(entries, count=count, data=train)
             break
         else:
@@ -268,14 +280,14 @@ class Gtsrb(DatasetFormat):
                 )
             arrays, blobs = read_images_and_files(images, [gt])
             rows = self._rows(gt, blobs)
-            position = {e.name: i for i, e in enumerate(images)}
+            by_name = {e.name: i for i, e in enumerate(images)}
             if len(rows) != len(images):
                 raise self._corrupt(
                     gt.display,
                     f"{len(rows)} rows but {len(images)} test images (image/label count mismatch)",
                 )
             for row in rows:
-                i = position.get(row["Filename"])
+                i = by_name.get(row["Filename"])
                 if i is None:
                     raise self._corrupt(gt.display, f"lists {row['Filename']!r}, which is missing")
                 order.append(i)

@@ -58,20 +58,21 @@ class _Idx(DatasetFormat):
     def _groups(self, container: Container) -> dict[tuple[str, str], dict[str, FileEntry]]:
         key = "idx"
         cached = container.memo.get(key)
-        if cached is None:
-            cached = {}
-            for entry in container.entries or []:
-                m = _NAME_RE.match(entry.name)
-                if not m or (m["kind"] == "images") != (m["dims"] == "3"):
-                    continue
-                split = _SPLIT[m["split"].lower()]
-                slot = cached.setdefault((entry.parent, split), {})
-                kind = m["kind"].lower()
-                # prefer the uncompressed file when both exist
-                if kind not in slot or slot[kind].name.endswith(".gz"):
-                    slot[kind] = entry
-            container.memo[key] = cached
-        return cached  # type: ignore[return-value]
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        groups: dict[tuple[str, str], dict[str, FileEntry]] = {}
+        for entry in container.entries or []:
+            m = _NAME_RE.match(entry.name)
+            if not m or (m["kind"] == "images") != (m["dims"] == "3"):
+                continue
+            split = _SPLIT[m["split"].lower()]
+            slot = groups.setdefault((entry.parent, split), {})
+            kind = m["kind"].lower()
+            # prefer the uncompressed file when both exist
+            if kind not in slot or slot[kind].name.endswith(".gz"):
+                slot[kind] = entry
+        container.memo[key] = groups
+        return groups
 
     def find(self, containers: Sequence[Container]) -> Layout | None:
         layout = Layout(kind="idx")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,21 +65,21 @@ class TinyImageNet(DatasetFormat):
 
     # -- finding -------------------------------------------------------------------------------
 
-    def _scan(self, container: Container) -> dict[str, dict[str, object]]:
+    def _scan(self, container: Container) -> dict[str, dict[str, Any]]:
         """prefix -> {"train": {wnid: [entries]}, "val": [entries], "<meta name>": entry}."""
         cached = container.memo.get("tiny")
         if cached is not None:
             return cached  # type: ignore[return-value]
-        found: dict[str, dict[str, object]] = {}
+        found: dict[str, dict[str, Any]] = {}
         for entry in container.entries or []:
             m = _TRAIN_RE.match(entry.path)
             if m and is_image_name(entry.name):
                 train = found.setdefault(m["prefix"], {}).setdefault("train", {})
-                train.setdefault(m["wnid"], []).append(entry)  # type: ignore[union-attr]
+                train.setdefault(m["wnid"], []).append(entry)
                 continue
             m = _VAL_RE.match(entry.path)
             if m and is_image_name(entry.name):
-                found.setdefault(m["prefix"], {}).setdefault("val", []).append(entry)  # type: ignore[union-attr]
+                found.setdefault(m["prefix"], {}).setdefault("val", []).append(entry)
                 continue
             if entry.name in ("wnids.txt", "words.txt"):
                 prefix = entry.path[: -len(entry.name)]
@@ -98,7 +99,7 @@ class TinyImageNet(DatasetFormat):
         """
         layout = Layout(kind="tiny-imagenet")
         scans = [(c, self._scan(c)) for c in containers]
-        homes: list[dict[str, object]] = []  # the scanned prefixes the splits come from
+        homes: list[dict[str, Any]] = []  # the scanned prefixes the splits come from
         for split in ("train", "val"):
             for _, scanned in scans:
                 prefixes = [p for p, v in scanned.items() if split in v]
@@ -107,13 +108,13 @@ class TinyImageNet(DatasetFormat):
                 found = scanned[min(prefixes, key=lambda p: (len(p), p))]
                 homes.append(found)
                 if split == "train":
-                    layout.splits["train"] = self._train_split(found["train"], layout)  # type: ignore[arg-type]
+                    layout.splits["train"] = self._train_split(found["train"], layout)
                 else:
-                    images = sort_entries(found["val"])  # type: ignore[arg-type]
+                    images = sort_entries(found["val"])
                     ann = found.get("val_annotations.txt")
                     layout.shared["val_annotations.txt"] = ann
                     layout.splits["val"] = SplitFiles(
-                        images + ([ann] if ann else []),  # type: ignore[list-item]
+                        images + ([ann] if ann else []),
                         count=len(images),
                         data={"images": images},
                     )
@@ -131,7 +132,7 @@ class TinyImageNet(DatasetFormat):
             if entry is not None:
                 layout.shared[name] = entry
                 for files in layout.splits.values():  # class order/names depend on it: cache key
-                    files.entries.append(entry)  # type: ignore[arg-type]
+                    files.entries.append(entry)
         if layout.shared.get("val_annotations.txt") is None:
             layout.shared.pop("val_annotations.txt", None)
         return layout
@@ -168,7 +169,7 @@ class TinyImageNet(DatasetFormat):
     def _annotations(self, layout: Layout) -> list[tuple[str, str]]:
         self._read_meta(layout)
         text = layout.shared.get("text:val_annotations.txt")
-        ann: FileEntry = layout.shared["val_annotations.txt"]  # type: ignore[assignment]
+        ann: FileEntry = layout.shared["val_annotations.txt"]
         rows = []
         for lineno, line in enumerate((text or "").splitlines(), 1):
             if not line.strip():
@@ -225,7 +226,7 @@ class TinyImageNet(DatasetFormat):
     def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
         files = layout.splits[split]
         images_list: list[FileEntry] = files.data["images"]
-        ann: FileEntry | None = layout.shared.get("val_annotations.txt")  # type: ignore[assignment]
+        ann: FileEntry | None = layout.shared.get("val_annotations.txt")
         if split == "val" and ann is None:
             raise DatasetCorruptError(
                 f"Tiny-ImageNet val images in {images_list[0].container.describe()} have no "
