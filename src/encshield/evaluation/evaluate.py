@@ -334,10 +334,10 @@ def evaluate_classifier(
         _clean_row(rows)
         for name, perturbation in perturbations.items():
             _universal_row(rows, name, perturbation, clamp)
-        encoder = classifier.encoder
         for name, fn in encoder_attacks.items():
+            encoder = classifier.encoder
             _per_sample_row(rows, name, "encoder_deployed", whitebox_limit,
-                            lambda x, y, b, fn=fn: fn(encoder, x))  # type: ignore[misc]
+                            lambda x, y, b, fn=fn, encoder=encoder: fn(encoder, x))  # type: ignore[misc]
         for spec in sorted(specs, key=lambda s: not s.is_encoder_attack):  # encoder rows first
             limit = whitebox_limit if spec.limit is None else spec.limit
             attack = _spec_attack(spec, resolved[spec.row_name], classifier, public_encoder)
