@@ -55,7 +55,7 @@ def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -
             lists where it looked and exactly what to do.
     """
     from encshield import data, paths
-    from encshield.data.api import DATASETS
+    from encshield.data.base import DATASETS
 
     if "cifar10" in data.available(data_root):
         return data_root

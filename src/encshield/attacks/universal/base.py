@@ -309,7 +309,9 @@ class UniversalAttack:
     objective_name: ClassVar[str] = ""
     Config: ClassVar[type[UniversalAttackConfig]] = UniversalAttackConfig
 
-    def __init__(self, config: UniversalAttackConfig | dict[str, Any] | None = None, **overrides: Any):
+    def __init__(
+        self, config: UniversalAttackConfig | dict[str, Any] | None = None, **overrides: Any
+    ):
         self.config = resolve(self.Config, config, **overrides)
 
     def __repr__(self) -> str:
