@@ -59,9 +59,11 @@ class MART(FinetuningDefense):
     Config = MARTConfig
     config: MARTConfig
 
-    def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    def attack(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> torch.Tensor:
         """CE PGD with the configured start (``keep_best="last"``, Madry's update)."""
-        cfg: MARTConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.attack_start == "uniform":
             return super().attack(model, x, y, seed)
         a = cfg.attack
