@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
 import platform
+import statistics
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -59,11 +59,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_model_arguments, time_interleaved, tiny_classifier, write  # noqa: E402
-
-from encshield.defenses import build_defense  # noqa: E402
-from encshield.defenses.finetuning import FinetuningDefense  # noqa: E402
-from encshield.defenses.losses import (  # noqa: E402
+from _common import add_model_arguments, time_interleaved, tiny_classifier, write
+from encshield.defenses import build_defense
+from encshield.defenses.finetuning import FinetuningDefense
+from encshield.defenses.losses import (
     genetic_regularization,
     mart_loss,
     trades_inner_objective,
@@ -96,7 +95,7 @@ def _bare_mart(zc: torch.Tensor, za: torch.Tensor, y: torch.Tensor, beta: float)
     return (bce + beta * kl * (1.0 - p_true)).mean()
 
 
-def _bare_genaf(zc: torch.Tensor, za: torch.Tensor, y: torch.Tensor, cfg) -> torch.Tensor:  # noqa: ANN001
+def _bare_genaf(zc: torch.Tensor, za: torch.Tensor, y: torch.Tensor, cfg) -> torch.Tensor:
     weights = F.cross_entropy(zc, y, reduction="none")
     gr = genetic_regularization(zc, za, y, weights, tanh_scale=cfg.tanh_scale, shift=cfg.shift,
                                 reduction="sum")

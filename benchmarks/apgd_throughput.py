@@ -1,4 +1,5 @@
-"""APGD-CE throughput: encshield's ``apgd`` against torchattacks' ``APGD`` on the same model and inputs.
+"""APGD-CE throughput: encshield's ``apgd`` against torchattacks' ``APGD`` on the same model and
+inputs.
 
 The model is a zoo encoder (default ``zoo:simclr-cifar10-r18w16``) with a linear head trained on
 its frozen features of ``--head-images`` CIFAR-10 training images; the inputs are ``--images``
@@ -32,11 +33,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_interleaved, write  # noqa: E402
-
-from encshield import data, zoo  # noqa: E402
-from encshield.attacks.whitebox import apgd  # noqa: E402
-from encshield.downstream import train_head  # noqa: E402
+from _common import time_interleaved, write
+from encshield import data, zoo
+from encshield.attacks.whitebox import apgd
+from encshield.downstream import train_head
 
 
 class PassCounter:
@@ -47,7 +47,7 @@ class PassCounter:
         first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         self._handle = first.register_forward_hook(self._hook)
 
-    def _hook(self, _module, inputs, output) -> None:  # noqa: ANN001
+    def _hook(self, _module, inputs, output) -> None:
         n = int(inputs[0].shape[0])
         self.calls += 1
         self.images += n
@@ -61,7 +61,7 @@ class PassCounter:
                 "backward_calls": self.grad_calls, "backward_images": self.grad_images}
 
 
-def _profile(fn) -> list[dict[str, object]]:  # noqa: ANN001
+def _profile(fn) -> list[dict[str, object]]:
     """cProfile one call of ``fn``: the 12 functions with the largest own time."""
     import cProfile
     import pstats

@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
-
-from encshield import data, models, zoo  # noqa: E402
-from encshield.attacks.universal import UNIVERSAL_ATTACKS, fit_universal  # noqa: E402
-from encshield.checkpoints import load_encoder  # noqa: E402
+from _common import write
+from encshield import data, models, zoo
+from encshield.attacks.universal import UNIVERSAL_ATTACKS, fit_universal
+from encshield.checkpoints import load_encoder
 
 
 class PassCounter:
@@ -64,7 +63,8 @@ def _encoder(spec: str | None):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default=None, help="zoo:NAME or a checkpoint (default: random)")
+    parser.add_argument("--encoder", default=None,
+                        help="zoo:NAME or a checkpoint (default: random)")
     parser.add_argument("--surrogate", default="tiny_imagenet:val", help="DATASET[:SPLIT]")
     parser.add_argument("--root", default=None)
     parser.add_argument("--limit", type=int, default=2000)

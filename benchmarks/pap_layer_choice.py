@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
-
-from encshield import data, zoo  # noqa: E402
-from encshield.attacks.universal import fit_universal  # noqa: E402
+from _common import write
+from encshield import data, zoo
+from encshield.attacks.universal import fit_universal
 
 VARIANTS = {
     "random_noise": ("random_noise", {}),
@@ -33,7 +32,9 @@ VARIANTS = {
     "pap base, stem (relu)": ("pap", {"variant": "base", "layer": "relu"}),
     "pap ugs, stem (relu)": ("pap", {"variant": "ugs", "layer": "relu"}),
     "pap base, layer1": ("pap", {"variant": "base", "layer": "layer1"}),
-    "pap fuse, layer1 + stem": ("pap", {"variant": "fuse", "layer": "layer1", "fuse_layer": "relu"}),
+    "pap fuse, layer1 + stem": (
+        "pap", {"variant": "fuse", "layer": "layer1", "fuse_layer": "relu"}
+    ),
     "pap ugs, layer1": ("pap", {"variant": "ugs", "layer": "layer1"}),
 }
 

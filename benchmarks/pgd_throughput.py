@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_model_arguments, time_interleaved, tiny_classifier, write  # noqa: E402
-
-from encshield.attacks.whitebox import pgd  # noqa: E402
+from _common import add_model_arguments, time_interleaved, tiny_classifier, write
+from encshield.attacks.whitebox import pgd
 
 
 def main() -> None:

@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import time_interleaved, write  # noqa: E402
-
-from encshield.config import load_config  # noqa: E402
-from encshield.ssl.augment import make_views  # noqa: E402
-from encshield.ssl.trainer import PretrainConfig, Pretrainer  # noqa: E402
+from _common import time_interleaved, write
+from encshield.config import load_config
+from encshield.ssl.augment import make_views
+from encshield.ssl.trainer import PretrainConfig, Pretrainer
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ def _write(path: Path, data: bytes) -> None:
 # CIFAR
 
 
-def write_cifar10_pickles(root: Path, *, per_batch: int = 3, seed: int = 0, bytes_keys: bool = False,
+def write_cifar10_pickles(root: Path, *, per_batch: int = 3, seed: int = 0,
+                          bytes_keys: bool = False,
                           folder: str = "cifar-10-batches-py") -> Expected:
     """``root/folder/data_batch_1..5, test_batch, batches.meta`` like the official files."""
     r = rng(seed)
@@ -93,7 +94,9 @@ def write_cifar10_pickles(root: Path, *, per_batch: int = 3, seed: int = 0, byte
     }
 
 
-def write_cifar100_pickles(root: Path, *, n_train: int = 6, n_test: int = 4, seed: int = 1) -> Expected:
+def write_cifar100_pickles(
+    root: Path, *, n_train: int = 6, n_test: int = 4, seed: int = 1
+) -> Expected:
     r = rng(seed)
     out = root / "cifar-100-python"
     out.mkdir(parents=True, exist_ok=True)
@@ -110,13 +113,15 @@ def write_cifar100_pickles(root: Path, *, n_train: int = 6, n_test: int = 4, see
         }
         (out / split).write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         expected[split] = (images, fine.astype(np.int64))
-    (out / "meta").write_bytes(pickle.dumps({"fine_label_names": ["x"] * 100, "coarse_label_names": ["y"] * 20}, protocol=2))
+    meta = {"fine_label_names": ["x"] * 100, "coarse_label_names": ["y"] * 20}
+    (out / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return expected
 
 
 def write_class_tree(root: Path, split: str, classes: dict[str, int], per_class: int, *,
                      size: tuple[int, int] = (32, 32), ext: str = "png", seed: int = 2,
-                     names: list[str] | None = None, pil_format: str = "PNG") -> tuple[np.ndarray, np.ndarray]:
+                     names: list[str] | None = None,
+                     pil_format: str = "PNG") -> tuple[np.ndarray, np.ndarray]:
     """``root/split/<class>/<name>.<ext>``; ``classes`` maps folder -> expected label.
 
     Expected order: by label, then natural file-name order (``names`` default 1, 2, ..., 10).
@@ -137,7 +142,9 @@ def write_class_tree(root: Path, split: str, classes: dict[str, int], per_class:
 # STL-10, SVHN
 
 
-def write_stl10(root: Path, *, n_train: int = 4, n_test: int = 3, n_unlabeled: int = 0, seed: int = 3) -> Expected:
+def write_stl10(
+    root: Path, *, n_train: int = 4, n_test: int = 3, n_unlabeled: int = 0, seed: int = 3
+) -> Expected:
     r = rng(seed)
     out = root / "stl10_binary"
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +154,9 @@ def write_stl10(root: Path, *, n_train: int = 4, n_test: int = 3, n_unlabeled: i
             continue
         images = random_images(r, n, 96, 96)
         # stored column-major: each image is 3 x 96 x 96 with W and H swapped
-        (out / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
+        (out / f"{split}_X.bin").write_bytes(
+            np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes()
+        )
         if split == "unlabeled":
             expected[split] = (images, np.full(n, -1, dtype=np.int64))
         else:
@@ -155,7 +164,8 @@ def write_stl10(root: Path, *, n_train: int = 4, n_test: int = 3, n_unlabeled: i
             (out / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
             expected[split] = (images, labels.astype(np.int64))
     (out / "class_names.txt").write_text(
-        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n"
+        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",
+                   "truck"]) + "\n"
     )
     return expected
 
@@ -183,15 +193,19 @@ def write_svhn(root: Path, *, splits: dict[str, int] | None = None, seed: int = 
 def _gtsrb_csv(rows: list[tuple[str, int, int, int]]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
-    writer.writerow(["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"])
+    writer.writerow(
+        ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
+    )
     for name, w, h, cls in rows:
         writer.writerow([name, w, h, 1, 1, w - 1, h - 1, cls])
     return buf.getvalue().encode()
 
 
-def write_gtsrb(root: Path, *, classes: tuple[int, ...] = (0, 1, 42), per_class: int = 2, n_test: int = 4,
-                sizes: list[tuple[int, int]] | None = None, gt_at: str = "final_test", seed: int = 5) -> Expected:
-    """Official layout under ``root/GTSRB``. ``sizes`` cycles through (H, W) per image (default 32x32).
+def write_gtsrb(root: Path, *, classes: tuple[int, ...] = (0, 1, 42), per_class: int = 2,
+                n_test: int = 4, sizes: list[tuple[int, int]] | None = None,
+                gt_at: str = "final_test", seed: int = 5) -> Expected:
+    """Official layout under ``root/GTSRB``. ``sizes`` cycles through (H, W) per image (default
+    32x32).
 
     ``gt_at``: "final_test" (GTSRB/Final_Test/GT-final_test.csv), "top" (root/GT-final_test.csv,
     as extracted from GTSRB_Final_Test_GT.zip) or "none".
@@ -245,11 +259,17 @@ def write_gtsrb(root: Path, *, classes: tuple[int, ...] = (0, 1, 42), per_class:
 
 def idx_images(images: np.ndarray) -> bytes:
     n, h, w = images.shape
-    return (0x00000803).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big") + w.to_bytes(4, "big") + images.tobytes()
+    return (
+        (0x00000803).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big")
+        + w.to_bytes(4, "big") + images.tobytes()
+    )
 
 
 def idx_labels(labels: np.ndarray) -> bytes:
-    return (0x00000801).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.astype(np.uint8).tobytes()
+    return (
+        (0x00000801).to_bytes(4, "big") + len(labels).to_bytes(4, "big")
+        + labels.astype(np.uint8).tobytes()
+    )
 
 
 def write_idx(root: Path, *, n_train: int = 5, n_test: int = 3, gz: bool = True, seed: int = 6,
@@ -265,7 +285,8 @@ def write_idx(root: Path, *, n_train: int = 5, n_test: int = 3, gz: bool = True,
         prefix = "train" if split == "train" else "t10k"
         grey = r.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = r.integers(0, 10, size=n)
-        for name, data in ((f"{prefix}-images-idx3-ubyte", idx_images(grey)), (f"{prefix}-labels-idx1-ubyte", idx_labels(labels))):
+        for name, data in ((f"{prefix}-images-idx3-ubyte", idx_images(grey)),
+                           (f"{prefix}-labels-idx1-ubyte", idx_labels(labels))):
             if gz:
                 (root / f"{name}.gz").write_bytes(gzip.compress(data))
             else:
@@ -367,7 +388,10 @@ def gzip_zeros(size: int) -> bytes:
     """One gzip member holding ``size`` zero bytes (about ``size / 1030`` bytes; cached)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     chunk = bytes(1 << 20)
-    parts = [packer.compress(chunk[: min(len(chunk), size - done)]) for done in range(0, size, len(chunk))]
+    parts = [
+        packer.compress(chunk[: min(len(chunk), size - done)])
+        for done in range(0, size, len(chunk))
+    ]
     return b"".join([*parts, packer.flush()])
 
 
@@ -389,7 +413,8 @@ def tar_gz_bomb(dest: Path, members: dict[str, bytes], *, bomb: str | None, size
         info = tarfile.TarInfo(bomb)
         info.size = size
         header = info.tobuf(format=tarfile.GNU_FORMAT)
-        parts = [gzip.compress(head + header), gzip_zeros(size), gzip.compress(bytes(-size % 512 + 1024))]
+        parts = [gzip.compress(head + header), gzip_zeros(size),
+                 gzip.compress(bytes(-size % 512 + 1024))]
     dest.write_bytes(b"".join(parts))
     return dest
 

@@ -15,11 +15,10 @@ equal, and with our default (the paper's) the per-sample outcomes are equal. Wit
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import pytest
 
 from encshield.attacks.whitebox import (
     WHITEBOX_ATTACKS,
@@ -133,7 +132,8 @@ def test_apgd_and_apgd_t_robust_accuracy_match_the_reference(victim) -> None:  #
     theirs_t = _correct(model, APGDAttack_targeted(
         model, n_iter=100, eps=EPS, n_target_classes=7, seed=0).perturb(x, y), y)
     print(f"robust samples of {n}: APGD-CE ours {int(ours_ce.sum())} reference "
-          f"{int(theirs_ce.sum())}; APGD-T ours {int(ours_t.sum())} reference {int(theirs_t.sum())}")
+          f"{int(theirs_ce.sum())}; APGD-T ours {int(ours_t.sum())} reference "
+          f"{int(theirs_t.sum())}")
     assert abs(int(ours_ce.sum()) - int(theirs_ce.sum())) <= 1
     assert abs(int(ours_t.sum()) - int(theirs_t.sum())) <= 1
 

@@ -152,7 +152,7 @@ def test_config_errors_are_readable() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_and_pixel_range(name: str, fitted, surrogate) -> None:  # noqa: ANN001
+def test_budget_and_pixel_range(name: str, fitted, surrogate) -> None:
     attack, result, _ = fitted(name)
     images = surrogate[0].float() / 255
     assert result.kind == attack.kind
@@ -173,7 +173,7 @@ def test_budget_and_pixel_range(name: str, fitted, surrogate) -> None:  # noqa: 
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_deterministic_for_a_seed(name: str, fitted, encoder, surrogate) -> None:  # noqa: ANN001
+def test_deterministic_for_a_seed(name: str, fitted, encoder, surrogate) -> None:
     attack, result, info = fitted(name)
     images, labels = surrogate
     again = UNIVERSAL_ATTACKS.get(name)(**SMOKE.get(name, {})).fit(
@@ -189,7 +189,7 @@ def test_deterministic_for_a_seed(name: str, fitted, encoder, surrogate) -> None
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_lowers_its_own_objective(name: str, fitted, encoder, surrogate) -> None:  # noqa: ANN001
+def test_lowers_its_own_objective(name: str, fitted, encoder, surrogate) -> None:
     attack, result, _ = fitted(name)
     images = surrogate[0]
     none = attack.objective(encoder, images, attack.null_perturbation((3, SIZE, SIZE), EPS))
@@ -204,7 +204,7 @@ def test_lowers_its_own_objective(name: str, fitted, encoder, surrogate) -> None
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_encoder_hygiene(name: str, fitted, encoder) -> None:  # noqa: ANN001
+def test_encoder_hygiene(name: str, fitted, encoder) -> None:
     _, _, info = fitted(name)
     assert info["state_unchanged"]
     assert info["modes"] and not any(info["modes"]), "the encoder must run in eval mode"
@@ -214,7 +214,7 @@ def test_encoder_hygiene(name: str, fitted, encoder) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_metadata(name: str, fitted, tmp_path: Path) -> None:  # noqa: ANN001
+def test_metadata(name: str, fitted, tmp_path: Path) -> None:
     attack, result, _ = fitted(name)
     meta = result.metadata
     assert meta["attack"] == name and meta["seed"] == 0 and meta["image_size"] == [SIZE, SIZE]
@@ -232,7 +232,7 @@ def test_metadata(name: str, fitted, tmp_path: Path) -> None:  # noqa: ANN001
 # ------------------------------------------------------------------------------ specific checks
 
 
-def test_train_mode_encoder_is_run_in_eval_and_restored(surrogate) -> None:  # noqa: ANN001
+def test_train_mode_encoder_is_run_in_eval_and_restored(surrogate) -> None:
     encoder = _encoder().train()
     modes: list[bool] = []
     encoder.register_forward_pre_hook(lambda m, i: modes.append(m.training))
@@ -241,7 +241,7 @@ def test_train_mode_encoder_is_run_in_eval_and_restored(surrogate) -> None:  # n
     assert all(p.grad is None for p in encoder.parameters())
 
 
-def test_float_and_uint8_surrogates_agree(encoder, surrogate) -> None:  # noqa: ANN001
+def test_float_and_uint8_surrogates_agree(encoder, surrogate) -> None:
     images = surrogate[0][:16]
     a = fit_universal("ssp", encoder, images, steps=3, seed=4)
     b = fit_universal("ssp", encoder, images.float() / 255, steps=3, seed=4)
@@ -252,7 +252,7 @@ def test_float_and_uint8_surrogates_agree(encoder, surrogate) -> None:  # noqa: 
         fit_universal("ssp", encoder, images, eps=10, steps=1)
 
 
-def test_classifier_attacks_need_a_classifier(encoder, surrogate) -> None:  # noqa: ANN001
+def test_classifier_attacks_need_a_classifier(encoder, surrogate) -> None:
     images, _ = surrogate
     for name in ("uap", "uapgd"):
         with pytest.raises(ConfigError, match="surrogate_head=.*surrogate_labels="):
@@ -263,7 +263,7 @@ def test_classifier_attacks_need_a_classifier(encoder, surrogate) -> None:  # no
 
 
 @pytest.mark.parametrize("full", [False, True])
-def test_uap_with_a_given_head(encoder, surrogate, full: bool) -> None:  # noqa: ANN001
+def test_uap_with_a_given_head(encoder, surrogate, full: bool) -> None:
     """UAP fitted through a given surrogate head really fools that head: over three random
     heads, it changes the head's prediction on at least a quarter of the surrogate images on
     average and on more images than uniform noise of the same budget, for every head."""
@@ -286,7 +286,7 @@ def test_uap_with_a_given_head(encoder, surrogate, full: bool) -> None:  # noqa:
         fit_universal("uap", encoder, images[:4], surrogate_head=nn.Linear(7, 3))
 
 
-def test_deepfool_crosses_the_boundary(encoder, surrogate) -> None:  # noqa: ANN001
+def test_deepfool_crosses_the_boundary(encoder, surrogate) -> None:
     torch.manual_seed(5)
     fn = LogitsFn(encoder, nn.Linear(encoder.feature_dim, 6).eval(), full_classifier=False)
     x = surrogate[0][:1].float() / 255
@@ -297,7 +297,7 @@ def test_deepfool_crosses_the_boundary(encoder, surrogate) -> None:  # noqa: ANN
 
 
 @pytest.mark.parametrize("variant", ["fuse", "ugs"])
-def test_pap_variants(encoder, surrogate, variant: str) -> None:  # noqa: ANN001
+def test_pap_variants(encoder, surrogate, variant: str) -> None:
     attack = UNIVERSAL_ATTACKS.get("pap")(variant=variant, steps=15)
     result = attack.fit(encoder, surrogate[0], seed=0)
     assert float(result.delta.abs().max()) <= EPS + 1e-6
@@ -305,7 +305,7 @@ def test_pap_variants(encoder, surrogate, variant: str) -> None:  # noqa: ANN001
     assert attack.objective(encoder, surrogate[0], result) < none
 
 
-def test_activation_tap_matches_encoder_features(encoder, surrogate) -> None:  # noqa: ANN001
+def test_activation_tap_matches_encoder_features(encoder, surrogate) -> None:
     x = surrogate[0][:4].float() / 255
     layers = ["relu", "layer1", "layer2", "output"]
     reference = encoder.features(x, layers)
@@ -349,7 +349,7 @@ def test_patch_placement() -> None:
         patch_placement((32, 32), position=(30, 30))
 
 
-def test_patch_attack_position_override(encoder, surrogate) -> None:  # noqa: ANN001
+def test_patch_attack_position_override(encoder, surrogate) -> None:
     result = fit_universal("advencoder_patch", encoder, surrogate[0][:16], epochs=1, ngf=4,
                            position=(1, 2))
     assert result.position == (1, 2) and result.delta.shape == (3, 2, 2)
@@ -389,7 +389,7 @@ def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "data": root / "data", "encoder": encoder}
 
 
-def test_cli_fit_and_show(cli_files, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_cli_fit_and_show(cli_files, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
     from encshield.checkpoints import sha256_file
@@ -426,7 +426,7 @@ def test_cli_fit_and_show(cli_files, capsys: pytest.CaptureFixture[str]) -> None
     assert "linf" in text and "uap" in text and "8/255" in text and shown_png.is_file()
 
 
-def test_cli_patch_list_and_errors(cli_files, capsys) -> None:  # noqa: ANN001
+def test_cli_patch_list_and_errors(cli_files, capsys) -> None:
     out = cli_files["root"] / "pat.safetensors"
     code = _cli([
         "attack", "fit", "advencoder_patch", "--encoder", str(cli_files["encoder"]),

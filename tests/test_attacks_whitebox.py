@@ -39,10 +39,10 @@ from encshield.attacks.whitebox import (
 )
 from encshield.attacks.whitebox.apgd import APGDConfig, APGDTargetedConfig
 from encshield.attacks.whitebox.autoattack import AutoAttackConfig
-from encshield.attacks.whitebox.square import SquareConfig
 from encshield.attacks.whitebox.base import Problem
 from encshield.attacks.whitebox.fgsm import FGSMConfig
 from encshield.attacks.whitebox.pgd import PGDConfig
+from encshield.attacks.whitebox.square import SquareConfig
 from encshield.errors import ConfigError, ImageRangeError
 from encshield.models import build_encoder
 
@@ -51,7 +51,8 @@ EPS = {"linf": 8 / 255, "l2": 0.5}
 #: Fast settings per attack for the generic tests (defaults otherwise).
 FAST = {"pgd": {"steps": 10}, "pgd_l2": {"steps": 10}, "apgd_ce": {"steps": 10},
         "apgd_dlr": {"steps": 10}, "apgd_t": {"steps": 5, "n_target_classes": 3}, "fgsm": {},
-        "square": {"queries": 100}, "autoattack": {"steps": 5, "n_target_classes": 3, "queries": 20}}
+        "square": {"queries": 100},
+        "autoattack": {"steps": 5, "n_target_classes": 3, "queries": 20}}
 
 
 def _images(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -565,8 +566,8 @@ def test_sanity_check_flags_an_attack_weaker_than_noise(batch) -> None:  # noqa:
     model, x, y = batch
     flags = {f.name for f in sanity_check(
         model, x, y, attack="pgd",
-        attack_config={"steps": 5, "random_start": False, "objective": lambda out, t: -F.cross_entropy(
-            out, t, reduction="none")})}
+        attack_config={"steps": 5, "random_start": False,
+                       "objective": lambda out, t: -F.cross_entropy(out, t, reduction="none")})}
     assert {"weaker_than_simple_attack", "eps_not_decreasing"} <= flags
 
 

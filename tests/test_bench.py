@@ -1,4 +1,5 @@
-"""``encshield bench``: config validation before any work, the results store, resume after SIGKILL."""
+"""``encshield bench``: config validation before any work, the results store, resume after
+SIGKILL."""
 
 from __future__ import annotations
 
@@ -61,17 +62,22 @@ def test_expand_content_addressed(smoke_encoder: Path, shared_data: Path) -> Non
     for cell in cells:
         assert all(d in seen for d in cell.deps)
         seen.add(cell.id)
-    changed = expand(load_bench_config(None, raw=_raw(smoke_encoder), overrides=["whitebox_limit=16"]))
-    assert {c.id for c in changed if c.kind != "evaluate"} == {c.id for c in cells if c.kind != "evaluate"}
+    changed = expand(
+        load_bench_config(None, raw=_raw(smoke_encoder), overrides=["whitebox_limit=16"])
+    )
+    assert ({c.id for c in changed if c.kind != "evaluate"}
+            == {c.id for c in cells if c.kind != "evaluate"})
     assert not {c.id for c in changed if c.kind == "evaluate"} & {c.id for c in cells}
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"attacks": ["uap", "nope"]}, ["attacks[1].name", "'nope'", "allowed values", "advencoder"]),
+        ({"attacks": ["uap", "nope"]},
+         ["attacks[1].name", "'nope'", "allowed values", "advencoder"]),
         ({"eps": [-0.1]}, ["eps", "-0.1", "(0, 1]"]),
-        ({"defenses": ["pgd_at", "fortify"]}, ["defenses[1].name", "'fortify'", "allowed values", "trades"]),
+        ({"defenses": ["pgd_at", "fortify"]},
+         ["defenses[1].name", "'fortify'", "allowed values", "trades"]),
         ({"defenses": [{"name": "pgd_at", "set": {"epochs": -1}}]}, ["defenses[0].set", "epochs"]),
         ({"datasets": ["cifar11"]}, ["datasets[0].name", "'cifar11'", "allowed values", "gtsrb"]),
         ({"whitebox": ["pgd:steps=3"]}, ["whitebox[0]", "eps is required"]),
@@ -186,8 +192,10 @@ def test_missing_artifact_is_recomputed(smoke_encoder: Path, shared_data: Path,
         assert len(store) == 3
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "bench").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs" / "bench").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
 def test_shipped_bench_configs_validate(path: Path) -> None:
     config = load_bench_config(path)
     validate_bench(config, check_files=False)

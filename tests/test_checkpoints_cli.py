@@ -26,7 +26,7 @@ from tests.test_checkpoints import (
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def cli(monkeypatch: pytest.MonkeyPatch):
     """``encshield.cli.main``; sibling command groups not written yet are stubbed out so that
     this module's tests do not depend on them."""
     for name in ("data_cmd", "quickstart_cmd"):
@@ -52,7 +52,7 @@ def solo_ckpt(tmp_path: Path) -> tuple[Path, nn.Module]:
     return path, backbone
 
 
-def test_inspect_json(cli, solo_ckpt, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_inspect_json(cli, solo_ckpt, capsys: pytest.CaptureFixture[str]) -> None:
     path, backbone = solo_ckpt
     assert cli(["encoder", "inspect", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -63,7 +63,7 @@ def test_inspect_json(cli, solo_ckpt, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_inspect_text_and_overrides(
-    cli, solo_ckpt, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    cli, solo_ckpt, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = solo_ckpt
     assert cli(["encoder", "inspect", str(path), "--stem", "cifar_sololearn",
@@ -73,7 +73,7 @@ def test_inspect_text_and_overrides(
 
 
 def test_convert_then_load(
-    cli, solo_ckpt, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    cli, solo_ckpt, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, backbone = solo_ckpt
     out = tmp_path / "converted.safetensors"
@@ -92,7 +92,7 @@ def test_convert_then_load(
     assert info["format"] == "encshield" and info["sha256"] == sha256_file(out)
 
 
-def test_build(cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_build(cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny.safetensors"
     args = ["encoder", "build", "--arch", "resnet18", "--width", "16", "--stem", "cifar",
             "--normalization", "cifar10", "--seed", "3", str(out)]
@@ -109,13 +109,13 @@ def test_build(cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_errors_are_one_line_without_traceback(
-    cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     evil = tmp_path / "evil.ckpt"
     marker = tmp_path / "pwned"
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (exec, (f"open({str(marker)!r}, 'w').close()",))
 
     torch.save({"state_dict": {}, "x": Evil()}, evil)

@@ -25,7 +25,7 @@ class _TouchViaPath:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self):  # pickle protocol
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
@@ -33,7 +33,7 @@ class _TouchViaExec:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
@@ -41,7 +41,7 @@ class _TouchViaSystem:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch '{self.marker}'",))
 
 
@@ -143,7 +143,7 @@ def test_metadata_stubs_are_inert(tmp_path: Path) -> None:
     assert to_plain(ns) == {"method": "simclr", "root": "/data/x"}
     assert torch.equal(obj["t"], torch.ones(2))
     # extra metadata names can be allowlisted per call, still as inert stubs
-    class Marker:  # noqa: D401 - pickled under this test module's name
+    class Marker:  # pickled under this test module's name
         pass
 
     Marker.__qualname__ = "Marker"

@@ -36,7 +36,7 @@ def rewrite_metadata(path: Path, dst: Path, **changes: Any) -> Path:
 
     with safe_open(str(path), framework="pt") as handle:
         meta = json.loads(handle.metadata()[METADATA_KEY])
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     for key, value in changes.items():
         if value is None:
             meta.pop(key, None)
@@ -213,7 +213,7 @@ def test_key_mismatch_messages_are_one_line(tmp_path: Path, classifier_file: Pat
 
     with safe_open(str(classifier_file), framework="pt") as handle:
         meta = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     tensors["head.fc9.weight"] = torch.zeros(2)
     parsed = json.loads(meta[METADATA_KEY])
     parsed["payload_sha256"] = payload_sha256(tensors)

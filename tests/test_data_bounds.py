@@ -37,7 +37,10 @@ def corrupt(call: object, *names: str) -> str:
 
 def info_and_load(name: str, split: str, root: Path) -> list[object]:
     """``data.info`` and ``data.load`` (uncached) of the dataset, as calls."""
-    return [lambda: data.info(name, root=root), lambda: data.load(name, split, root=root, cache=False)]
+    return [
+        lambda: data.info(name, root=root),
+        lambda: data.load(name, split, root=root, cache=False),
+    ]
 
 
 # --------------------------------------------------------------------------------------- info
@@ -93,7 +96,9 @@ def test_info_reports_an_svhn_label_count_mismatch(tmp_path: Path) -> None:
 
     df.write_svhn(tmp_path / "svhn")
     path = tmp_path / "svhn" / "test_32x32.mat"
-    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((3, 1), np.uint8)})
+    scipy.io.savemat(
+        path, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((3, 1), np.uint8)}
+    )
     for call in info_and_load("svhn", "test", tmp_path):
         assert "count mismatch" in corrupt(call, str(path))
 
@@ -181,8 +186,10 @@ def test_svhn_compressed_mat_bomb(tmp_path: Path) -> None:
     (tmp_path / "svhn").mkdir()
     n = 20_000
     path = tmp_path / "svhn" / "test_32x32.mat"
-    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, n), np.uint8), "y": np.ones((n, 1), np.uint8)},
-                     do_compression=True)
+    scipy.io.savemat(
+        path, {"X": np.zeros((32, 32, 3, n), np.uint8), "y": np.ones((n, 1), np.uint8)},
+        do_compression=True,
+    )
     for call in info_and_load("svhn", "test", tmp_path):
         with df.peak_memory() as peak:
             assert "decompression bomb" in corrupt(call, str(path))
@@ -220,4 +227,6 @@ def test_large_member_is_read_without_a_copy(tmp_path: Path) -> None:
     container = archive_container(archive)
     with df.peak_memory() as peak:
         assert read_one(container.entries[0]) == payload
-    assert peak[0] < 1.3 * len(payload), f"peak {peak[0] / 1e6:.0f} MB for {len(payload) / 1e6:.0f} MB"
+    assert peak[0] < 1.3 * len(payload), (
+        f"peak {peak[0] / 1e6:.0f} MB for {len(payload) / 1e6:.0f} MB"
+    )

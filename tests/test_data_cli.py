@@ -26,7 +26,9 @@ def test_available_is_cheap_and_right(root: Path) -> None:
     assert rows["imagefolder"]["found"] is False
 
 
-def test_available_counts_unlisted_archives_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_available_counts_unlisted_archives_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ENCSHIELD_CACHE", str(tmp_path / "cache"))
     df.write_tiny(tmp_path / "src")
     (tmp_path / "root" / "tiny-imagenet").mkdir(parents=True)

@@ -19,7 +19,10 @@ from tests import datafiles as df
 
 
 def make_dataset(n: int = 10) -> data.ImageDataset:
-    images = torch.arange(n * 3 * 4 * 5, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(n, 3, 4, 5)
+    images = (
+        torch.arange(n * 3 * 4 * 5, dtype=torch.int64).remainder(256).to(torch.uint8)
+        .reshape(n, 3, 4, 5)
+    )
     return data.ImageDataset("toy", "train", images, torch.arange(n) % 3, ("a", "b", "c"))
 
 
@@ -28,17 +31,22 @@ def test_dataset_properties_and_validation() -> None:
     assert len(ds) == 10 and ds.num_classes == 3 and ds.image_size == (3, 4, 5)
     assert "n=10" in repr(ds)
     with pytest.raises(ConfigError, match="uint8"):
-        data.ImageDataset("x", "train", torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64), ("a",))
+        data.ImageDataset(
+            "x", "train", torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64), ("a",)
+        )
     with pytest.raises(ConfigError, match="labels"):
-        data.ImageDataset("x", "train", torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), ("a",))
+        data.ImageDataset("x", "train", torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
+                          torch.zeros(3, dtype=torch.int64), ("a",))
     with pytest.raises(ConfigError, match=r"\(N, 3, H, W\)"):
-        data.ImageDataset("x", "train", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ("a",))
+        data.ImageDataset("x", "train", torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+                          torch.zeros(2, dtype=torch.int64), ("a",))
 
 
 def test_subset_and_to_float() -> None:
     ds = make_dataset()
     sub = ds.subset([7, 2])
-    assert len(sub) == 2 and torch.equal(sub.images[0], ds.images[7]) and sub.labels.tolist() == [1, 2]
+    assert len(sub) == 2 and torch.equal(sub.images[0], ds.images[7])
+    assert sub.labels.tolist() == [1, 2]
     assert len(ds.subset(torch.arange(10) < 4)) == 4
     assert len(ds.subset(slice(2, 5))) == 3 and len(ds.subset(range(0, 10, 5))) == 2
     with pytest.raises(ConfigError):
@@ -65,7 +73,9 @@ def test_batches_cover_everything_once() -> None:
     a = [y for _, y in ds.batches(3, shuffle=True, generator=g1)]
     b = [y for _, y in ds.batches(3, shuffle=True, generator=g2)]
     assert all(torch.equal(p, q) for p, q in zip(a, b))
-    xs, ys = zip(*ds.batches(3, shuffle=True, generator=torch.Generator().manual_seed(1), device="cpu"))
+    xs, ys = zip(
+        *ds.batches(3, shuffle=True, generator=torch.Generator().manual_seed(1), device="cpu")
+    )
     x_all, y_all = torch.cat(xs), torch.cat(ys)
     assert sorted(y_all.tolist()) == sorted(ds.labels.tolist())
     # every image appears exactly once, with its own label
@@ -81,7 +91,10 @@ def test_resize_images_bilinear_antialias() -> None:
     x = torch.full((2, 3, 8, 8), 100, dtype=torch.uint8)
     y = resize_images(x, (4, 6))
     assert y.shape == (2, 3, 4, 6) and y.dtype == torch.uint8 and bool((y == 100).all())
-    ramp = torch.arange(16, dtype=torch.float32).mul(16).clamp(max=255).to(torch.uint8).repeat(1, 3, 16, 1)
+    ramp = (
+        torch.arange(16, dtype=torch.float32).mul(16).clamp(max=255).to(torch.uint8)
+        .repeat(1, 3, 16, 1)
+    )
     small = resize_images(ramp, (16, 4))
     assert small[0, 0, 0].tolist() == sorted(small[0, 0, 0].tolist())  # monotone, averaged
     assert resize_images(x, (8, 8)) is x
@@ -167,7 +180,9 @@ def test_cache_disabled_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
 def test_cache_module_rejects_mismatches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENCSHIELD_CACHE", str(tmp_path))
     images = np.ones((2, 3, 4, 4), dtype=np.uint8)
-    assert data_cache.write("x", "train", "k1", images, np.array([0, 1]), {"class_names": ["a", "b"]})
+    assert data_cache.write(
+        "x", "train", "k1", images, np.array([0, 1]), {"class_names": ["a", "b"]}
+    )
     hit = data_cache.read("x", "train", "k1")
     assert hit is not None and hit.images.flags.writeable and hit.meta["class_names"] == ["a", "b"]
     assert data_cache.read("x", "train", "other-key") is None

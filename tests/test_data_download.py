@@ -24,7 +24,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).requests.append(self.path)
         super().do_GET()
 
@@ -35,8 +35,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     served = tmp_path / "served"
     served.mkdir()
     handler = type("Handler", (_Handler,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(handler, directory=str(served))
+    )
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/", served, handler.requests
@@ -58,14 +62,20 @@ def _serve_mnist(served: Path) -> dict[str, str]:
     return sums
 
 
-def _resources(base: str, sums: dict[str, str], *, sizes: bool = True, served: Path | None = None) -> tuple[Resource, ...]:
+def _resources(
+    base: str, sums: dict[str, str], *, sizes: bool = True, served: Path | None = None
+) -> tuple[Resource, ...]:
     return tuple(
-        Resource(base + name, name, sha, (served / name).stat().st_size if sizes and served else None)
+        Resource(
+            base + name, name, sha, (served / name).stat().st_size if sizes and served else None
+        )
         for name, sha in sums.items()
     )
 
 
-def test_download_then_load(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_then_load(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, requests = server
     sums = _serve_mnist(served)
     monkeypatch.setattr(DATASETS.get("mnist"), "resources", _resources(base, sums, served=served))
@@ -83,7 +93,9 @@ def test_download_then_load(server: tuple[str, Path, list[str]], tmp_path: Path,
     assert len(requests) == 4
 
 
-def test_checksum_mismatch_keeps_part_file(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checksum_mismatch_keeps_part_file(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, _ = server
     (served / "file.bin").write_bytes(b"payload" * 100)
     bad = Resource(base + "file.bin", "file.bin", "0" * 64)
@@ -97,7 +109,9 @@ def test_checksum_mismatch_keeps_part_file(server: tuple[str, Path, list[str]], 
     assert not (tmp_path / "svhn" / "file.bin").exists()
 
 
-def test_size_mismatch(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_size_mismatch(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, _ = server
     (served / "f.bin").write_bytes(b"x" * 10)
     monkeypatch.setattr(
@@ -108,7 +122,9 @@ def test_size_mismatch(server: tuple[str, Path, list[str]], tmp_path: Path, monk
         data.download("svhn", root=tmp_path, progress=False)
 
 
-def test_md5_only_resource(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_md5_only_resource(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, requests = server
     (served / "g.zip").write_bytes(b"zip bytes")
     good = Resource(base + "g.zip", "g.zip", None, md5=hashlib.md5(b"zip bytes").hexdigest())
@@ -121,7 +137,9 @@ def test_md5_only_resource(server: tuple[str, Path, list[str]], tmp_path: Path, 
         data.download("gtsrb", root=tmp_path, progress=False)
 
 
-def test_http_404(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_404(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, _, _ = server
     missing = Resource(base + "nope.tar.gz", "nope.tar.gz", "0" * 64)
     monkeypatch.setattr(DATASETS.get("stl10"), "resources", (missing,))
@@ -135,13 +153,16 @@ def test_http_404(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypat
 
 def test_unreachable_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        DATASETS.get("stl10"), "resources", (Resource("http://127.0.0.1:9/x.bin", "x.bin", "0" * 64),)
+        DATASETS.get("stl10"), "resources",
+        (Resource("http://127.0.0.1:9/x.bin", "x.bin", "0" * 64),),
     )
     with pytest.raises(DownloadError, match="manually"):
         data.download("stl10", root=tmp_path, progress=False)
 
 
-def test_existing_wrong_file_is_replaced(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_existing_wrong_file_is_replaced(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, requests = server
     body = gzip.compress(b"abc")
     (served / "a.gz").write_bytes(body)
@@ -155,21 +176,29 @@ def test_existing_wrong_file_is_replaced(server: tuple[str, Path, list[str]], tm
     assert (tmp_path / "fashion_mnist" / "a.gz").read_bytes() == body and len(requests) == 1
 
 
-def test_cli_download(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_download(
+    server: tuple[str, Path, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     base, served, _ = server
     sums = _serve_mnist(served)
     monkeypatch.setattr(DATASETS.get("mnist"), "resources", _resources(base, sums, served=served))
     code, out, err = df.run_cli(["data", "download", "mnist", "--root", str(tmp_path)], capsys)
     assert code == 0, err
     assert str(tmp_path / "mnist") in out
-    code, out, err = df.run_cli(["data", "download", "imagefolder", "--root", str(tmp_path)], capsys)
+    code, out, err = df.run_cli(
+        ["data", "download", "imagefolder", "--root", str(tmp_path)], capsys
+    )
     assert code == 2 and "cannot be downloaded" in err
 
 
 def test_every_resource_is_well_formed() -> None:
     for name, fmt in DATASETS.items():
         for r in fmt.resources:
-            assert r.url.startswith(("http://", "https://")) and r.url.endswith(r.filename), (name, r)
+            assert r.url.startswith(("http://", "https://")), (name, r)
+            assert r.url.endswith(r.filename), (name, r)
             assert r.sha256 or r.md5, (name, r)
             if r.sha256:
                 assert len(r.sha256) == 64 and int(r.sha256, 16) >= 0

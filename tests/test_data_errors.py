@@ -65,7 +65,9 @@ def test_corrupt_official_archive_quotes_expected_sha256(tmp_path: Path) -> None
     df.truncate(archive, 0.5)
     with pytest.raises(DatasetCorruptError) as excinfo:
         data.info("cifar10", root=tmp_path)
-    corrupt_message(excinfo, str(archive), "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce")
+    corrupt_message(
+        excinfo, str(archive), "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+    )
 
 
 def test_undecodable_image_names_the_member(tmp_path: Path) -> None:
@@ -128,7 +130,8 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    [(eval, ("1+1",)), (subprocess.Popen, (["true"],)), (getattr, ([], "append")), (shutil.rmtree, ("/nonexistent",))],
+    [(eval, ("1+1",)), (subprocess.Popen, (["true"],)), (getattr, ([], "append")),
+     (shutil.rmtree, ("/nonexistent",))],
 )
 def test_safe_loads_refuses_any_other_global(target: tuple[object, tuple[object, ...]]) -> None:
     class Reducer:
@@ -149,7 +152,7 @@ def test_safe_loads_reads_numpy_arrays_all_protocols() -> None:
         safe_loads(pickle.dumps(np.array([object()], dtype=object), protocol=2))
 
 
-# --------------------------------------------------------------------------------------- IDX, CSV, counts
+# --------------------------------------------------------------------------------- IDX, CSV, counts
 
 
 def test_idx_wrong_magic(tmp_path: Path) -> None:
@@ -158,7 +161,8 @@ def test_idx_wrong_magic(tmp_path: Path) -> None:
     raw = bytearray(gzip.decompress(path.read_bytes()))
     raw[3] = 0x01
     path.write_bytes(gzip.compress(bytes(raw)))
-    for call in (lambda: data.info("mnist", root=tmp_path), lambda: data.load("mnist", "test", root=tmp_path, cache=False)):
+    for call in (lambda: data.info("mnist", root=tmp_path),
+                 lambda: data.load("mnist", "test", root=tmp_path, cache=False)):
         with pytest.raises(DatasetCorruptError, match="magic number") as excinfo:
             call()
         corrupt_message(excinfo, str(path))
@@ -255,7 +259,9 @@ def one_line_fix(message: str, name: str) -> str:
     return message
 
 
-def test_not_found_is_one_line_with_places_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_found_is_one_line_with_places_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One line naming the roots (labelled), the download command once and where files go."""
     monkeypatch.delenv("ENCSHIELD_DATA", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
@@ -265,7 +271,8 @@ def test_not_found_is_one_line_with_places_and_fix(tmp_path: Path, monkeypatch: 
     message = one_line_fix(str(excinfo.value), "cifar10")
     assert message.startswith("dataset 'cifar10' (CIFAR-10) not found in ")
     assert f"encshield data download cifar10 --root {tmp_path / 'empty'}`" in message
-    assert f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in {tmp_path / 'empty'}/cifar10/" in message
+    assert (f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in "
+            f"{tmp_path / 'empty'}/cifar10/") in message
     with pytest.raises(DatasetNotFoundError) as excinfo:
         data.load("gtsrb")
     message = one_line_fix(str(excinfo.value), "gtsrb")
@@ -321,13 +328,17 @@ def test_incomplete_pickles_are_reported(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_errors_exit_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_exit_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     df.write_cifar10_pickles(tmp_path / "src")
     archive = df.make_archive(tmp_path / "src", tmp_path / "cifar-10-python.tar.xz")
     df.flip_bytes(archive)
     code, out, err = df.run_cli(["data", "info", "cifar10", "--root", str(archive)], capsys)
     assert code == 2 and "Traceback" not in err and str(archive) in err and "corrupt" in err
-    code, out, err = df.run_cli(["data", "info", "cifar10", "--root", str(tmp_path / "nothing-here")], capsys)
+    code, out, err = df.run_cli(
+        ["data", "info", "cifar10", "--root", str(tmp_path / "nothing-here")], capsys
+    )
     assert code == 2 and "Traceback" not in err and "not found" in err
     code, out, err = df.run_cli(["data", "info", "nosuchset"], capsys)
     assert code == 2 and "Traceback" not in err and "allowed values" in err
@@ -349,18 +360,25 @@ def _cli_case(tmp_path: Path, case: str) -> tuple[str, Path]:
         return "mnist", tmp_path
     if case == "tar.gz-bomb":
         archive = tmp_path / "cifar-10-python.tar.gz"
-        return "cifar10", df.tar_gz_bomb(archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb)
+        return "cifar10", df.tar_gz_bomb(
+            archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb
+        )
     if case == "zip-bomb":
         archive = tmp_path / "cifar-10-python.zip"
-        return "cifar10", df.zip_bomb(archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb)
+        return "cifar10", df.zip_bomb(
+            archive, members, bomb="cifar-10-batches-py/test_batch", size=bomb
+        )
     df.write_idx(tmp_path / "src" / "mnist")  # an archive root without the dataset
     return "cifar10", df.make_archive(tmp_path / "src", tmp_path / "other.tar.gz")
 
 
 @pytest.mark.parametrize(
-    "case", ["truncated-idx", "truncated-idx-gz", "gzip-bomb", "tar.gz-bomb", "zip-bomb", "archive-root"]
+    "case",
+    ["truncated-idx", "truncated-idx-gz", "gzip-bomb", "tar.gz-bomb", "zip-bomb", "archive-root"],
 )
-def test_cli_data_errors_are_one_line(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_data_errors_are_one_line(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``encshield data info`` exits 2 with one line (no traceback); ``data.load`` raises the
     same one-line error."""
     name, root = _cli_case(tmp_path, case)

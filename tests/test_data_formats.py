@@ -17,7 +17,9 @@ from tests import datafiles as df
 ARCHIVES = ["tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip"]
 
 
-def assert_split(ds: data.ImageDataset, expected: tuple[np.ndarray, np.ndarray], *, name: str, split: str) -> None:
+def assert_split(
+    ds: data.ImageDataset, expected: tuple[np.ndarray, np.ndarray], *, name: str, split: str
+) -> None:
     images, labels = expected
     assert ds.name == name and ds.split == split
     assert ds.images.dtype == torch.uint8 and ds.labels.dtype == torch.int64
@@ -26,7 +28,9 @@ def assert_split(ds: data.ImageDataset, expected: tuple[np.ndarray, np.ndarray],
     assert np.array_equal(ds.labels.numpy(), labels)
 
 
-def where(tmp_path: Path, src: Path, kind: str, *, dataset_folder: str | None, top: str | None = None) -> Path:
+def where(
+    tmp_path: Path, src: Path, kind: str, *, dataset_folder: str | None, top: str | None = None
+) -> Path:
     """Return a root for ``src`` packaged as ``kind`` ("dir" or an archive suffix).
 
     With ``dataset_folder`` the files/archive go below ``root/<dataset_folder>/`` and the data root
@@ -73,14 +77,19 @@ def test_cifar10_imagefolder_copy(tmp_path: Path, kind: str) -> None:
     classes = {"truck": 9, "airplane": 0, "cat": 3}
     names = ["1", "2", "10"]
     train = df.write_class_tree(src, "train", classes, 3, names=names, ext="jpg")
-    test = df.write_class_tree(src, "test", {"ship": 8, "bird": 2}, 2, names=names, ext="png", seed=9)
-    root = where(tmp_path, src, kind, dataset_folder="cifar10", top="CIFAR-10-images" if kind == "zip" else None)
+    test = df.write_class_tree(
+        src, "test", {"ship": 8, "bird": 2}, 2, names=names, ext="png", seed=9
+    )
+    root = where(tmp_path, src, kind, dataset_folder="cifar10",
+                 top="CIFAR-10-images" if kind == "zip" else None)
     info = data.info("cifar10", root=root)
     assert info.layout == "imagefolder"
     assert info.splits == {"train": 9, "test": 4}
     assert info.image_size == (3, 32, 32)
-    assert_split(data.load("cifar10", "train", root=root, cache=False), train, name="cifar10", split="train")
-    assert_split(data.load("cifar10", "test", root=root, cache=False), test, name="cifar10", split="test")
+    assert_split(data.load("cifar10", "train", root=root, cache=False), train,
+                 name="cifar10", split="train")
+    assert_split(data.load("cifar10", "test", root=root, cache=False), test,
+                 name="cifar10", split="test")
 
 
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
@@ -101,7 +110,8 @@ def test_cifar100_pickles(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
 def test_stl10(tmp_path: Path, kind: str) -> None:
     expected = df.write_stl10(tmp_path / "src", n_unlabeled=2 if kind == "dir" else 0)
-    root = where(tmp_path, tmp_path / "src", kind, dataset_folder=None, top="wrap" if kind == "tgz" else None)
+    root = where(tmp_path, tmp_path / "src", kind, dataset_folder=None,
+                 top="wrap" if kind == "tgz" else None)
     info = data.info("stl10", root=root)
     assert info.image_size == (3, 96, 96)
     for split in expected:
@@ -154,7 +164,8 @@ def test_svhn(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
 def test_gtsrb_official_layout(tmp_path: Path, kind: str) -> None:
     expected = df.write_gtsrb(tmp_path / "src")
-    root = where(tmp_path, tmp_path / "src", kind, dataset_folder="gtsrb", top="x" if kind == "zip" else None)
+    root = where(tmp_path, tmp_path / "src", kind, dataset_folder="gtsrb",
+                 top="x" if kind == "zip" else None)
     info = data.info("gtsrb", root=root)
     assert info.splits == {"train": 6, "test": 4}
     assert info.num_classes == 43
@@ -162,14 +173,17 @@ def test_gtsrb_official_layout(tmp_path: Path, kind: str) -> None:
     assert info.class_names[42] == "End of no passing by vehicles over 3.5 metric tons"
     assert info.image_size == (3, 32, 32)
     for split in ("train", "test"):
-        assert_split(data.load("gtsrb", split, root=root, cache=False), expected[split], name="gtsrb", split=split)
+        assert_split(data.load("gtsrb", split, root=root, cache=False), expected[split],
+                     name="gtsrb", split=split)
 
 
 def test_gtsrb_separate_archives_like_the_official_zips(tmp_path: Path) -> None:
     """Training zip, test-images zip and the GT zip whose CSV sits at the top level."""
     train_src, test_src, gt_src = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     expected = df.write_gtsrb(tmp_path / "all", gt_at="top")
-    shutil.copytree(tmp_path / "all" / "GTSRB" / "Final_Training", train_src / "GTSRB" / "Final_Training")
+    shutil.copytree(
+        tmp_path / "all" / "GTSRB" / "Final_Training", train_src / "GTSRB" / "Final_Training"
+    )
     shutil.copytree(tmp_path / "all" / "GTSRB" / "Final_Test", test_src / "GTSRB" / "Final_Test")
     gt_src.mkdir()
     shutil.copy(tmp_path / "all" / "GT-final_test.csv", gt_src / "GT-final_test.csv")
@@ -179,7 +193,8 @@ def test_gtsrb_separate_archives_like_the_official_zips(tmp_path: Path) -> None:
     df.make_archive(test_src, root / "GTSRB_Final_Test_Images.zip")
     df.make_archive(gt_src, root / "GTSRB_Final_Test_GT.zip")
     for split in ("train", "test"):
-        assert_split(data.load("gtsrb", split, root=tmp_path / "root", cache=False), expected[split], name="gtsrb", split=split)
+        assert_split(data.load("gtsrb", split, root=tmp_path / "root", cache=False),
+                     expected[split], name="gtsrb", split=split)
     assert data.info("gtsrb", root=root).splits == {"train": 6, "test": 4}
 
 
@@ -208,12 +223,14 @@ def test_gtsrb_test_labels_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
 def test_mnist_idx(tmp_path: Path, kind: str, gz: bool) -> None:
     expected = df.write_idx(tmp_path / "src", gz=gz)
-    root = where(tmp_path, tmp_path / "src", kind, dataset_folder="mnist", top="raw" if kind == "tar" else None)
+    root = where(tmp_path, tmp_path / "src", kind, dataset_folder="mnist",
+                 top="raw" if kind == "tar" else None)
     for split in ("train", "test"):
         ds = data.load("mnist", split, root=root, cache=False)
         assert_split(ds, expected[split], name="mnist", split=split)
         # grey -> 3 identical channels
-        assert torch.equal(ds.images[:, 0], ds.images[:, 1]) and torch.equal(ds.images[:, 1], ds.images[:, 2])
+        assert torch.equal(ds.images[:, 0], ds.images[:, 1])
+        assert torch.equal(ds.images[:, 1], ds.images[:, 2])
     assert data.info("mnist", root=root).image_size == (3, 28, 28)
 
 
@@ -232,7 +249,8 @@ def test_mnist_half_present_train_split(tmp_path: Path) -> None:
 def test_fashion_mnist_told_apart_by_folder(tmp_path: Path) -> None:
     mnist = df.write_idx(tmp_path / "mnist", seed=1)
     fashion = df.write_idx(tmp_path / "fashion-mnist", seed=2)
-    assert_split(data.load("mnist", "test", root=tmp_path, cache=False), mnist["test"], name="mnist", split="test")
+    assert_split(data.load("mnist", "test", root=tmp_path, cache=False), mnist["test"],
+                 name="mnist", split="test")
     ds = data.load("fashion_mnist", "test", root=tmp_path, cache=False)
     assert_split(ds, fashion["test"], name="fashion_mnist", split="test")
     assert ds.class_names[9] == "Ankle boot"
@@ -241,7 +259,7 @@ def test_fashion_mnist_told_apart_by_folder(tmp_path: Path) -> None:
         data.load("fashion_mnist", "test", root=tmp_path / "mnist", cache=False)
 
 
-# --------------------------------------------------------------------------------------- Tiny-ImageNet
+# ------------------------------------------------------------------------------------ Tiny-ImageNet
 
 
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
@@ -264,11 +282,16 @@ def test_tiny_imagenet_val_only_without_wnids(tmp_path: Path) -> None:
     info = data.info("tiny_imagenet", root=archive)
     assert info.splits == {"val": 6} and "train" in info.missing
     assert info.num_classes == 3
-    assert_split(data.load("tiny_imagenet", "val", root=archive, cache=False), expected["val"], name="tiny_imagenet", split="val")
+    assert_split(data.load("tiny_imagenet", "val", root=archive, cache=False), expected["val"],
+                 name="tiny_imagenet", split="val")
 
 
-@pytest.mark.parametrize("train_kind,val_kind", [("tar.xz", "tar.xz"), ("zip", "tar.gz"), ("dir", "tar.xz")])
-def test_tiny_imagenet_splits_across_archives(tmp_path: Path, train_kind: str, val_kind: str) -> None:
+@pytest.mark.parametrize(
+    "train_kind,val_kind", [("tar.xz", "tar.xz"), ("zip", "tar.gz"), ("dir", "tar.xz")]
+)
+def test_tiny_imagenet_splits_across_archives(
+    tmp_path: Path, train_kind: str, val_kind: str
+) -> None:
     """A train archive (with wnids.txt) beside a val archive (with words.txt), as users keep
     ImageNet-style archives: both splits are found, labelled by the same class order; a train
     folder with fewer than the official 500 images per class is accepted and its count noted."""
@@ -299,8 +322,12 @@ def test_splits_joined_with_plus(tmp_path: Path) -> None:
     expected = df.write_tiny(tmp_path)
     both = data.load("tiny_imagenet", "train+val", root=tmp_path, cache=False)
     assert both.split == "train+val" and len(both) == 6 + 5
-    assert np.array_equal(both.images.numpy(), np.concatenate([expected["train"][0], expected["val"][0]]))
-    assert np.array_equal(both.labels.numpy(), np.concatenate([expected["train"][1], expected["val"][1]]))
+    assert np.array_equal(
+        both.images.numpy(), np.concatenate([expected["train"][0], expected["val"][0]])
+    )
+    assert np.array_equal(
+        both.labels.numpy(), np.concatenate([expected["train"][1], expected["val"][1]])
+    )
     assert len(data.load("tiny_imagenet", "train[:2]+val", root=tmp_path, cache=False)) == 2 + 5
 
 
@@ -308,20 +335,24 @@ def test_tiny_imagenet_real_jpeg_grey(tmp_path: Path) -> None:
     """A real greyscale JPEG decodes to 3 identical channels."""
     df.write_tiny(tmp_path, n_val=2, grey_val=())
     grey = np.full((64, 64), 77, dtype=np.uint8)
-    (tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_0.JPEG").write_bytes(df.encode(grey, "JPEG"))
+    (tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_0.JPEG").write_bytes(
+        df.encode(grey, "JPEG")
+    )
     ds = data.load("tiny_imagenet", "val", root=tmp_path, cache=False)
     assert ds.images.shape == (2, 3, 64, 64)
     assert torch.equal(ds.images[0, 0], ds.images[0, 2])
     assert abs(float(ds.images[0].float().mean()) - 77) < 2
 
 
-# --------------------------------------------------------------------------------------- ImageFolder
+# -------------------------------------------------------------------------------------- ImageFolder
 
 
 @pytest.mark.parametrize("kind", ["dir", *ARCHIVES])
 def test_generic_imagefolder(tmp_path: Path, kind: str) -> None:
     src = tmp_path / "src"
-    train = df.write_class_tree(src, "train", {"b_cls": 1, "a_cls": 0, "c_cls": 2}, 2, size=(20, 24))
+    train = df.write_class_tree(
+        src, "train", {"b_cls": 1, "a_cls": 0, "c_cls": 2}, 2, size=(20, 24)
+    )
     val = df.write_class_tree(src, "val", {"c_cls": 2}, 3, size=(20, 24), seed=11)
     (src / "README.txt").write_text("not an image")
     root = src if kind == "dir" else df.make_archive(src, tmp_path / f"mine.{kind}", top="mine")
@@ -329,8 +360,10 @@ def test_generic_imagefolder(tmp_path: Path, kind: str) -> None:
     assert info.class_names == ("a_cls", "b_cls", "c_cls")
     assert info.splits == {"train": 6, "val": 3}
     assert info.image_size == (3, 20, 24)
-    assert_split(data.load("imagefolder", "train", root=root, cache=False), train, name="imagefolder", split="train")
-    assert_split(data.load("imagefolder", "val", root=root, cache=False), val, name="imagefolder", split="val")
+    assert_split(data.load("imagefolder", "train", root=root, cache=False), train,
+                 name="imagefolder", split="train")
+    assert_split(data.load("imagefolder", "val", root=root, cache=False), val,
+                 name="imagefolder", split="val")
     with pytest.raises(ConfigError, match="allowed splits: train, val"):
         data.load("imagefolder", "test", root=root, cache=False)
 

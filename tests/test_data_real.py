@@ -27,7 +27,8 @@ def cifar10_test(shared_data: Path) -> tuple[data.ImageDataset, float]:
 def test_info_cifar10(shared_data: Path) -> None:
     info = data.info("cifar10", root=shared_data)
     assert info.splits == {"train": 50_000, "test": 10_000}
-    assert info.num_classes == 10 and info.class_names[0] == "airplane" and info.class_names[9] == "truck"
+    assert info.num_classes == 10
+    assert info.class_names[0] == "airplane" and info.class_names[9] == "truck"
     assert info.image_size == (3, 32, 32)
     assert any(s.endswith("CIFAR-10-images.tar.xz") for s in info.sources)
 
@@ -59,7 +60,9 @@ def test_available(shared_data: Path) -> None:
 
 
 def test_cli_info_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = df.run_cli(["data", "info", "cifar10", "--root", str(shared_data), "--json"], capsys)
+    code, out, err = df.run_cli(
+        ["data", "info", "cifar10", "--root", str(shared_data), "--json"], capsys
+    )
     assert code == 0, err
     info = json.loads(out)
     assert info["splits"] == {"train": 50_000, "test": 10_000}
@@ -67,7 +70,9 @@ def test_cli_info_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) ->
     assert info["name"] == "cifar10" and len(info["class_names"]) == 10
 
 
-def test_load_cifar10_test_and_cache_hit(shared_data: Path, cifar10_test: tuple[data.ImageDataset, float]) -> None:
+def test_load_cifar10_test_and_cache_hit(
+    shared_data: Path, cifar10_test: tuple[data.ImageDataset, float]
+) -> None:
     ds, _first = cifar10_test
     assert ds.images.shape == (10_000, 3, 32, 32) and ds.images.dtype == torch.uint8
     assert torch.equal(ds.labels.bincount(), torch.full((10,), 1000))
@@ -92,7 +97,8 @@ def test_load_tiny_imagenet_val(shared_data: Path) -> None:
     ds = data.load("tiny_imagenet", "val", root=shared_data)
     assert ds.images.shape == (10_000, 3, 64, 64) and ds.num_classes == 200
     assert torch.equal(ds.labels.bincount(minlength=200), torch.full((200,), 50))
-    grey = (ds.images[:, 0] == ds.images[:, 1]).flatten(1).all(1) & (ds.images[:, 1] == ds.images[:, 2]).flatten(1).all(1)
+    grey = ((ds.images[:, 0] == ds.images[:, 1]).flatten(1).all(1)
+            & (ds.images[:, 1] == ds.images[:, 2]).flatten(1).all(1))
     assert int(grey.sum()) >= 168  # the grey JPEGs were replicated to 3 channels
 
 
@@ -104,7 +110,9 @@ def test_load_gtsrb_test(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_corrupted_copy_of_real_archive(shared_data: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupted_copy_of_real_archive(
+    shared_data: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "root" / "tiny-imagenet"
     folder.mkdir(parents=True)
     copy = folder / "tiny-imagenet-200_val.tar.xz"
@@ -117,6 +125,9 @@ def test_corrupted_copy_of_real_archive(shared_data: Path, tmp_path: Path, damag
         data.load("tiny_imagenet", "val", root=tmp_path / "root", cache=False)
     message = str(excinfo.value)
     assert str(copy) in message
-    assert "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14" in message  # expected sha256
-    code, out, err = df.run_cli(["data", "info", "tiny_imagenet", "--root", str(tmp_path / "root")], capsys)
+    # the expected sha256
+    assert "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14" in message
+    code, out, err = df.run_cli(
+        ["data", "info", "tiny_imagenet", "--root", str(tmp_path / "root")], capsys
+    )
     assert code == 2 and "Traceback" not in err and str(copy) in err

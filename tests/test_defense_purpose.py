@@ -81,8 +81,9 @@ def test_adversarial_finetuning_raises_whitebox_robustness(name: str, setting: d
     assert clean > 0.2, (name, clean)  # still a working classifier (chance: 0.1)
 
 
-def test_standard_finetuning_weakens_transfer_of_a_dae(setting: dict,
-                                                       baseline: tuple[float, float, float]) -> None:
+def test_standard_finetuning_weakens_transfer_of_a_dae(
+    setting: dict, baseline: tuple[float, float, float]
+) -> None:
     fitted = build_defense("standard", **COMMON).fit(setting["encoder"], setting["train"], 10)
     clean, _ = _accuracies(fitted.classifier, setting)
     dae = _dae_accuracy(fitted.classifier, setting)

@@ -56,7 +56,11 @@ def test_knn_accuracy_and_linear_probe_on_separable_images() -> None:
     encoder = build_encoder("resnet18", width=4, input_size=16)
     knn = knn_accuracy(encoder, images[:90], labels[:90], images[90:], labels[90:], ks=(5, 20))
     assert set(knn) == {5, 20} and min(knn.values()) > 0.5  # chance is 1/3
-    probe = linear_probe(encoder, images[:90], labels[:90], images[90:], labels[90:], epochs=100, lr=1e-2)
+    probe = linear_probe(
+        encoder, images[:90], labels[:90], images[90:], labels[90:], epochs=100, lr=1e-2
+    )
     assert probe.train_accuracy > 0.9 and probe.test_accuracy > 0.8
-    again = linear_probe(encoder, images[:90], labels[:90], images[90:], labels[90:], epochs=100, lr=1e-2)
+    again = linear_probe(
+        encoder, images[:90], labels[:90], images[90:], labels[90:], epochs=100, lr=1e-2
+    )
     assert again == probe

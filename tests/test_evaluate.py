@@ -1,4 +1,5 @@
-"""The evaluation: evaluate_classifier, the evaluate_model workflow, records and ``encshield evaluate``.
+"""The evaluation: evaluate_classifier, records, specs and subsets (the evaluate_model workflow
+on synthetic files and ``encshield evaluate``: :mod:`tests.test_evaluate_workflow`).
 
 Smoke tier: a seeded random-init ResNet-18 of width 8 and tiny synthetic datasets whose classes
 differ in colour (so that even random features separate them). One test on real CIFAR-10.
@@ -6,28 +7,28 @@ differ in colour (so that even random features separate them). One test on real 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from encshield.attacks.perturbation import Perturbation
-from encshield.checkpoints import save_encoder, sha256_file
+from encshield.budgets import format_budget, parse_budget
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
-from encshield.evaluation import metrics
-from encshield.budgets import format_budget, parse_budget
-from encshield.evaluation import WhiteboxSpec, evaluate_classifier, parse_whitebox, select_subset
+from encshield.evaluation import (
+    WhiteboxSpec,
+    evaluate_classifier,
+    metrics,
+    parse_whitebox,
+    select_subset,
+)
 from encshield.evaluation.records import EvaluationRecord, config_digest
-from encshield.models import Classifier, Encoder, build_encoder
+from encshield.models import Encoder, build_encoder
 from encshield.workflows import DataSpec, evaluate_model
-
 
 
 def _has_whitebox() -> bool:
@@ -113,7 +114,8 @@ def test_record_has_the_required_fields(smoke: dict) -> None:
                                  perturbations={"zero": zero_perturbation()}, batch_size=7,
                                  context={"seed": 0})
     data = record.to_dict()
-    for key in ("config", "config_hash", "versions", "machine", "wall_time_s", "metrics", "created"):
+    for key in ("config", "config_hash", "versions", "machine", "wall_time_s", "metrics",
+                "created"):
         assert key in data, key
     assert set(data["versions"]) >= {"encshield", "torch", "python"}
     assert set(data["machine"]) >= {"platform", "cpu", "threads", "device"}
@@ -132,7 +134,9 @@ def test_record_has_the_required_fields(smoke: dict) -> None:
 
 
 def test_benign_accuracy_equals_hand_computed_accuracy(smoke: dict) -> None:
-    record = evaluate_classifier(smoke["classifier"], smoke["test_x"], smoke["test_y"], batch_size=8)
+    record = evaluate_classifier(
+        smoke["classifier"], smoke["test_x"], smoke["test_y"], batch_size=8
+    )
     preds = hand_predictions(smoke["classifier"], smoke["test_x"])
     labels = smoke["test_y"].tolist()
     expected = sum(p == y for p, y in zip(preds, labels)) / len(labels)
@@ -248,7 +252,8 @@ def test_encoder_attack_callables(smoke: dict) -> None:
 @pytest.mark.skipif(not HAS_WHITEBOX, reason="encshield.attacks.whitebox not written yet")
 def test_real_pgd_row_has_ra_at_most_ba(smoke: dict) -> None:
     record = evaluate_classifier(smoke["classifier"], smoke["test_x"], smoke["test_y"],
-                                 whitebox=["pgd:eps=8/255,steps=5", "feature_pgd:eps=8/255,steps=3"],
+                                 whitebox=["pgd:eps=8/255,steps=5",
+                                           "feature_pgd:eps=8/255,steps=3"],
                                  whitebox_limit=15)
     pgd = record.metrics["pgd:eps=8/255,steps=5"]
     assert pgd.kind == "whitebox" and pgd.num_samples == 15
@@ -322,9 +327,15 @@ def test_json_round_trip_and_undefined_values(smoke: dict, tmp_path: Path) -> No
 
 def test_config_hash_is_stable_and_ignores_paths(smoke: dict) -> None:
     clf, x, y = smoke["classifier"], smoke["test_x"], smoke["test_y"]
-    a = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "x"}})
-    b = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/b/enc.safetensors", "sha256": "x"}})
-    c = evaluate_classifier(clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "y"}})
+    a = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "x"}}
+    )
+    b = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/b/enc.safetensors", "sha256": "x"}}
+    )
+    c = evaluate_classifier(
+        clf, x, y, context={"encoder": {"path": "/a/enc.safetensors", "sha256": "y"}}
+    )
     assert a.config_hash == b.config_hash != c.config_hash
 
 
@@ -371,137 +382,6 @@ def test_select_subset() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# run_dae_protocol and the CLI (on an ImageFolder tree written here)
-# ------------------------------------------------------------------------------------------
-
-
-def write_imagefolder(root: Path) -> Path:
-    for split, n, seed in (("train", 12, 11), ("test", 6, 12)):
-        images, labels = synthetic(n, seed=seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / f"class{int(label)}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("evaluate")
-    encoder = smoke_encoder(seed=1)
-    save_encoder(encoder, base / "encoder.safetensors", ssl_method="random", pretrain_data="none")
-    zero_perturbation().save(base / "zero.safetensors")
-    constant_perturbation(0.5).save(base / "grey.safetensors")
-    return {"base": base, "root": write_imagefolder(base / "data"),
-            "encoder": base / "encoder.safetensors",
-            "zero": base / "zero.safetensors", "grey": base / "grey.safetensors"}
-
-
-def _no_defense(files: dict[str, Path], **kwargs: object) -> EvaluationRecord:
-    """evaluate_model with a linear head trained on 24 images, 12 test images (seed 0)."""
-    return evaluate_model(
-        DataSpec("imagefolder", "test", limit=12, seed=0, root=str(files["root"])),
-        encoder=files["encoder"], train=DataSpec("imagefolder", "train", limit=24, seed=0,
-                                                 root=str(files["root"])),
-        head="linear", head_epochs=3, perturbations=[files["zero"], files["grey"]], seed=0,
-        batch_size=8, **kwargs)  # type: ignore[arg-type]
-
-
-def test_evaluate_model_records_the_experiment(files: dict[str, Path]) -> None:
-    record = _no_defense(files)
-    config = record.config
-    assert config["encoder"]["sha256"] == sha256_file(files["encoder"])
-    assert config["encoder"]["provenance"]["ssl_method"] == "random"
-    assert config["dataset"]["name"] == "imagefolder" and config["dataset"]["image_size"] == 32
-    assert config["dataset"]["train"]["available"] == 36 and config["dataset"]["train"]["used"] == 24
-    assert config["dataset"]["test"]["used"] == 12
-    assert config["dataset"]["test"]["subset"]["class_counts"] == {"0": 4, "1": 4, "2": 4}
-    assert config["head"]["name"] == "linear" and config["head"]["epochs"] == 3
-    assert len(config["head"]["training_record"]["losses"]) == 3
-    assert config["perturbation_files"]["zero"]["sha256"] == sha256_file(files["zero"])
-    assert config["perturbation_files"]["grey"]["kind"] == "patch"
-    assert list(record.metrics) == ["clean", "zero", "grey", "worst-case DAE"]
-    assert record.metrics["zero"].fooling_rate == 0.0
-    assert set(record.wall_time_s) >= {"load_model", "load_data", "train_head", "clean", "total"}
-    assert record.per_sample is not None and len(record.per_sample.test_indices) == 12
-    # the same experiment gives the same hash (the head's losses are outcomes, not config)
-    again = _no_defense(files)
-    assert again.config_hash == record.config_hash
-    assert again.metrics == record.metrics
-
-
-def test_evaluate_model_on_a_given_classifier(files: dict[str, Path]) -> None:
-    """model= takes a Classifier as it is: no head is trained, the stored record is empty."""
-    encoder = smoke_encoder(seed=1)
-    head = torch.nn.Linear(encoder.feature_dim, NUM_CLASSES)
-    record = evaluate_model(DataSpec("imagefolder", "test", root=str(files["root"])),
-                            model=Classifier(encoder, head))
-    assert record.config["head"]["defense"] == "unknown" and "train_head" not in record.wall_time_s
-    assert record.metrics["clean"].num_samples == 18
-    with pytest.raises(ConfigError, match="exactly one"):
-        evaluate_model(DataSpec("imagefolder", "test", root=str(files["root"])))
-
-
-def _evaluate_main(argv: list[str]) -> int:
-    """``encshield.cli.main`` when ``evaluate`` is registered there, else a local parser."""
-    from tests.datafiles import cli_importable
-
-    with cli_importable():
-        from encshield.cli import build_parser, main
-
-        parser = build_parser()
-        commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-        if "evaluate" in commands:
-            return main(argv)
-    from encshield.cli import evaluate_cmd
-
-    local = argparse.ArgumentParser(prog="encshield")
-    evaluate_cmd.register(local.add_subparsers(dest="command", required=True))
-    args = local.parse_args(argv)
-    return int(args.func(args))
-
-
-def test_cli_end_to_end(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    output = files["base"] / "out" / "result.json"
-    argv = [
-        "evaluate", "--encoder", str(files["encoder"]), "--dataset", "imagefolder",
-        "--root", str(files["root"]), "--head", "linear", "--head-epochs", "2",
-        "--perturbation", str(files["zero"]), "--perturbation", str(files["grey"]),
-        "--limit-test", "9", "--seed", "0", "--no-clamp", "--batch-size", "4",
-        "--output", str(output),
-    ]
-    if HAS_WHITEBOX:
-        argv += ["--whitebox", "fgsm:eps=8/255", "--whitebox-limit", "6"]
-    code = _evaluate_main(argv)
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "fooling" in out and "zero" in out and "grey" in out and "wrote" in out
-    record = EvaluationRecord.load(output)
-    assert record.config["evaluation"]["clamp"] is False
-    assert record.metrics["clean"].num_samples == 9
-    assert record.metrics["zero"].fooling_rate == 0.0
-    if HAS_WHITEBOX:
-        row = record.metrics["fgsm:eps=8/255"]
-        assert row.num_samples == 6 and row.robust_accuracy <= row.benign_accuracy
-
-
-def test_cli_reports_bad_input_cleanly(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from encshield.cli import evaluate_cmd
-
-    local = argparse.ArgumentParser(prog="encshield")
-    evaluate_cmd.register(local.add_subparsers(dest="command", required=True))
-    with pytest.raises(SystemExit):
-        local.parse_args(["evaluate", "--encoder", "x", "--dataset", "cifar10", "--output", "o.json",
-                          "--whitebox", "pgd:steps=3"])
-    assert "eps is required" in capsys.readouterr().err
-    args = local.parse_args(["evaluate", "--encoder", str(files["base"] / "missing.safetensors"),
-                             "--dataset", "imagefolder", "--root", str(files["root"]),
-                             "--output", str(files["base"] / "never.json")])
-    with pytest.raises(ConfigError, match="neither 'zoo:NAME' nor an existing checkpoint"):
-        args.func(args)
-
-
-# ------------------------------------------------------------------------------------------
 # real data
 # ------------------------------------------------------------------------------------------
 
@@ -511,8 +391,12 @@ def test_random_encoder_on_real_cifar10(shared_data: Path) -> None:
     """Tiny tier: random-init width-16 encoder + linear head, 2,000 train / 500 test images."""
     torch.manual_seed(0)
     encoder = build_encoder("resnet18", 16, "cifar", "cifar10", 32).eval()
-    noise = torch.empty(3, 32, 32).uniform_(-8 / 255, 8 / 255, generator=torch.Generator().manual_seed(0))
-    random_noise = Perturbation(kind="additive", delta=noise, eps=8 / 255, metadata={"attack": "noise"})
+    noise = torch.empty(3, 32, 32).uniform_(
+        -8 / 255, 8 / 255, generator=torch.Generator().manual_seed(0)
+    )
+    random_noise = Perturbation(
+        kind="additive", delta=noise, eps=8 / 255, metadata={"attack": "noise"}
+    )
     whitebox = ["pgd:eps=8/255,steps=10", "feature_pgd:eps=8/255,steps=10"] if HAS_WHITEBOX else []
     record = evaluate_model(
         DataSpec("cifar10", "test", limit=500, seed=0, root=str(shared_data)), encoder=encoder,
@@ -597,7 +481,8 @@ def test_encoder_attack_on_the_public_or_the_deployed_encoder(smoke: dict) -> No
     """``on=public`` crafts feature PGD on the public encoder (transferred), ``on=deployed``
     (default) on the classifier's own encoder."""
     clf, x, y = smoke["classifier"], smoke["test_x"], smoke["test_y"]
-    specs = ["feature_pgd:eps=8/255,steps=2,limit=8", "feature_pgd:eps=8/255,steps=2,limit=8,on=public"]
+    specs = ["feature_pgd:eps=8/255,steps=2,limit=8",
+             "feature_pgd:eps=8/255,steps=2,limit=8,on=public"]
     with pytest.raises(ConfigError, match="public encoder"):
         evaluate_classifier(clf, x, y, whitebox=specs)
     import copy

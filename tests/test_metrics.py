@@ -1,4 +1,5 @@
-"""Metrics: hand-computed values, brute-force loop references, validation, documented conventions."""
+"""Metrics: hand-computed values, brute-force loop references, validation, documented
+conventions."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_target_hit_rate_by_hand() -> None:
     # adv == 1 at indices 3, 4 -> 2 / 6 over ALL samples (BadEncoder: includes the target class)
     assert m.target_hit_rate(ADV, 1) == pytest.approx(2 / 6)
     assert m.target_hit_rate(ADV, 1, LABELS) == pytest.approx(2 / 6)
-    # excluding samples whose label is 1 (indices 1, 5): left 0, 2, 3, 4 with adv 0, 2, 1, 1 -> 2 / 4
+    # excluding samples whose label is 1 (indices 1, 5): left 0, 2, 3, 4 with adv 0, 2, 1, 1
+    # -> 2 / 4
     assert m.target_hit_rate(ADV, 1, LABELS, exclude_target_class=True) == pytest.approx(0.5)
     # a per-sample target works too: targets 0,0,0,0,0,0 -> adv == 0 at 0, 5 -> 2 / 6
     assert m.target_hit_rate(ADV, torch.zeros(6, dtype=torch.long)) == pytest.approx(2 / 6)
@@ -135,7 +137,8 @@ def test_mean_of_batch_means_differs_from_per_sample() -> None:
     assert m.benign_accuracy(pred, labels) == pytest.approx(0.8)
     assert m.mean_of_batch_accuracies(pred, labels, batch_size=4) == pytest.approx(0.5)
     # with equal batches both agree
-    assert m.mean_of_batch_accuracies(pred[:4], labels[:4], 2) == m.benign_accuracy(pred[:4], labels[:4])
+    assert (m.mean_of_batch_accuracies(pred[:4], labels[:4], 2)
+            == m.benign_accuracy(pred[:4], labels[:4]))
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from encshield.errors import ConfigError, ImageRangeError
 from encshield.models import (
     ARCHITECTURES,
     HEADS,
+    MAX_WIDTH,
     NORMALIZATIONS,
     STEMS,
     Classifier,
@@ -20,7 +21,6 @@ from encshield.models import (
     Normalization,
     ProjectionMLP,
     Provenance,
-    MAX_WIDTH,
     build_backbone,
     build_encoder,
     build_head,

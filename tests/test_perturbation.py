@@ -98,7 +98,7 @@ def test_constructor_refuses_inconsistent_perturbations() -> None:
 
 
 @pytest.mark.parametrize("make", [_additive, _patch])
-def test_save_load_round_trip(tmp_path: Path, make) -> None:  # noqa: ANN001
+def test_save_load_round_trip(tmp_path: Path, make) -> None:
     p = make()
     path = tmp_path / "sub" / "delta.safetensors"
     digest = p.save(path)

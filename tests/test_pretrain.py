@@ -62,7 +62,9 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_image_folder(tmp_path_factory.mktemp("folder"))
 
 
-def test_pretrain_end_to_end_writes_encoder_log_and_result(image_folder: Path, tmp_path: Path) -> None:
+def test_pretrain_end_to_end_writes_encoder_log_and_result(
+    image_folder: Path, tmp_path: Path
+) -> None:
     config = PretrainConfig.model_validate(_config(image_folder, tmp_path / "run"))
     result = pretrain(config, progress=False)
     run = tmp_path / "run"
@@ -96,7 +98,8 @@ def test_bad_config_names_field_value_and_allowed_values(tmp_path: Path) -> None
 def _run_cli(config_path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "encshield", "pretrain", "--config", str(config_path), "--no-progress", *extra],
+        [sys.executable, "-m", "encshield", "pretrain", "--config", str(config_path),
+         "--no-progress", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
@@ -136,7 +139,9 @@ def test_resume_after_kill_9_gives_the_same_weights(image_folder: Path, tmp_path
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_accepts_a_run_whose_stored_config_is_unchanged(image_folder: Path, tmp_path: Path) -> None:
+def test_resume_accepts_a_run_whose_stored_config_is_unchanged(
+    image_folder: Path, tmp_path: Path
+) -> None:
     """A run started by an older version (other config hash) resumes if its config.yaml, read
     with today's defaults, is the same; a changed config is refused."""
     raw = _config(image_folder, tmp_path / "run", epochs=1, knn={"every_epochs": 0})

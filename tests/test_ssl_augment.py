@@ -23,7 +23,9 @@ def test_hsv_matches_colorsys_reference() -> None:
             for j in range(4):
                 r, g, b = (float(v) for v in x[n, :, i, j])
                 expected = colorsys.rgb_to_hsv(r, g, b)
-                torch.testing.assert_close(hsv[n, :, i, j], torch.tensor(expected), atol=1e-5, rtol=0)
+                torch.testing.assert_close(
+                    hsv[n, :, i, j], torch.tensor(expected), atol=1e-5, rtol=0
+                )
     torch.testing.assert_close(A.hsv_to_rgb(hsv), x, atol=1e-5, rtol=0)
 
 

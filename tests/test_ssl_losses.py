@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 import pytest
 import torch
 from torch.testing import assert_close
@@ -120,7 +119,7 @@ def variance(xs: Vec, unbiased: bool) -> float:
 def ref_nt_xent(views: list[Mat], t: float) -> float:
     anchors = [(v, i, vec) for v, m in enumerate(views) for i, vec in enumerate(m)]
     losses = []
-    for a, (va, ia, xa) in enumerate(anchors):
+    for a, (_, ia, xa) in enumerate(anchors):
         denominator = [cos(xa, xb) / t for b, (_, _, xb) in enumerate(anchors) if b != a]
         lse = log_sum_exp(denominator)
         pos = [

@@ -44,7 +44,8 @@ def test_data_spec_selects_a_seeded_stratified_subset(files: dict[str, Path]) ->
     full = DataSpec("imagefolder", "train", root=files["data"]).select()
     expected = select_subset(full.dataset.labels, 9, seed=4)
     assert torch.equal(selected.indices, expected)
-    assert selected.info["subset"]["indices_sha256"] == spec.select().info["subset"]["indices_sha256"]
+    assert (selected.info["subset"]["indices_sha256"]
+            == spec.select().info["subset"]["indices_sha256"])
     assert DataSpec.parse("cifar10:train[:45000]").split == "train[:45000]"
     for bad in (dict(name="nope"), dict(name="cifar10", split="train[abc]"),
                 dict(name="cifar10", limit=0)):
@@ -57,7 +58,8 @@ def test_encoder_specs(files: dict[str, Path]) -> None:
     assert resolved.sha256 == sha256_file(files["encoder"]) and resolved.input_size == 16
     assert encoder_identity(str(files["encoder"]))["sha256"] == resolved.sha256
     zoo = resolve_encoder("zoo:simclr-cifar10-r18w16")
-    assert zoo.spec == "zoo:simclr-cifar10-r18w16" and zoo.describe()["zoo"] == "simclr-cifar10-r18w16"
+    assert zoo.spec == "zoo:simclr-cifar10-r18w16"
+    assert zoo.describe()["zoo"] == "simclr-cifar10-r18w16"
     for bad in ("zoo:nope", str(files["base"] / "missing.safetensors")):
         with pytest.raises(ConfigError):
             resolve_encoder(bad)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ def validate(model: type[M], raw: dict[str, Any]) -> M:
 MAX_DEPTH = 32
 
 
-class _ConfigLoader(yaml.SafeLoader):
+class _ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """PyYAML's safe loader without aliases (``*name``) and with a nesting limit.
 
     Aliases let a few hundred bytes expand into gigabytes (a "billion laughs" bomb) and deep
@@ -221,7 +222,7 @@ def load_config(model: type[M], path: str | Path | None, overrides: Sequence[str
     return validate(model, read_overrides(path, overrides))
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in a YAML config file (``{}`` for an empty file), read as UTF-8 text with
     :func:`load_yaml_text` (no aliases, bounded nesting, finite numbers).
 

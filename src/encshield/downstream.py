@@ -1,11 +1,11 @@
 """Downstream heads on a frozen encoder: the "no defense" model of the DAE protocol.
 
-The protocol of the CGCL family (AdvEncoder, Gen-AF, ZePAD; docs/methods.md, "Downstream head"): the encoder is
-frozen in eval mode, no augmentation is used, and a head (the 3-layer MLP by default) is trained
-with Adam (lr 5e-3, weight decay 8e-4), ExponentialLR(0.96) per epoch, batch 256, 20 epochs,
+The protocol of the CGCL family (AdvEncoder, Gen-AF, ZePAD; docs/methods.md, "Downstream head"): the
+encoder is frozen in eval mode, no augmentation is used, and a head (the 3-layer MLP by default) is
+trained with Adam (lr 5e-3, weight decay 8e-4), ExponentialLR(0.96) per epoch, batch 256, 20 epochs,
 cross-entropy; the last epoch's head is kept. Because the encoder is frozen and the inputs are not
-augmented, the features are computed once and the head is trained on them, which gives the same
-head as training through the encoder at a fraction of the cost.
+augmented, the features are computed once and the head is trained on them, which gives the same head
+as training through the encoder at a fraction of the cost.
 """
 
 from __future__ import annotations

@@ -143,7 +143,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the folder of {target}: {error.strerror or error}") from None
+        raise ConfigError(
+            f"cannot create the folder of {target}: {error.strerror or error}"
+        ) from None
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         yield tmp

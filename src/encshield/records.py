@@ -96,7 +96,8 @@ class AttackRecord(Record):
 
 @dataclass
 class DefenseRecord(Record):
-    """What a defense did (:meth:`encshield.defenses.Defense.fit`, :func:`~encshield.workflows.fit_defense`).
+    """What a defense did (:meth:`encshield.defenses.Defense.fit`,
+    :func:`~encshield.workflows.fit_defense`).
 
     Attributes:
         name: registered defense name; ``config`` its full config and ``config_hash``.

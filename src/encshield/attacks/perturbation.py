@@ -8,7 +8,8 @@ PNG.
 * ``kind="additive"``: ``delta`` is float32 ``(3, H, W)`` with ``|delta| <= eps``;
   ``apply(x) = clamp(x + delta, 0, 1)``. ``apply(x, clamp=False)`` gives the unclamped ``x + delta``
   of the CGCL-family code (AdvEncoder, Gen-AF, ZePAD evaluate on ``x + delta`` without clipping,
-  docs/methods.md, "Metrics" and "Universal attacks"); it is a named compatibility option, not the default.
+  docs/methods.md, "Metrics" and "Universal attacks"); it is a named compatibility option, not the
+  default.
 * ``kind="patch"``: ``delta`` holds the patch pixels, float32 ``(3, h, w)`` in [0, 1], pasted with
   its top-left corner at ``position = (top, left)``: ``x * (1 - m) + patch * m`` (Adv-PAT,
   Zhou et al., ICCV 2023). Its patch pixels live in [0, 1] (not the normalised-range quirk of the
@@ -32,7 +33,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ def _as_size(value: Any, what: str) -> tuple[int, int]:
         raise PerturbationError(f"{what} must be (H, W), got {value!r}") from None
     if len(size) != 2 or size[0] < 1 or size[1] < 1:
         raise PerturbationError(f"{what} must be two positive ints (H, W), got {value!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 @dataclass(eq=False)
@@ -231,7 +232,8 @@ class Perturbation:
         return float(torch.maximum(self.delta, 1 - self.delta).max())
 
     def mask(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Binary mask ``(1, H, W)`` of the pixels the perturbation changes (all ones if additive)."""
+        """Binary mask ``(1, H, W)`` of the pixels the perturbation changes (all ones if
+        additive)."""
         size = self.image_size
         if size is None:
             raise PerturbationError("this patch does not record its image size; pass images")
@@ -310,7 +312,9 @@ class Perturbation:
         try:
             json.dumps(self.metadata)
         except (TypeError, ValueError) as error:
-            raise CheckpointError(f"perturbation metadata is not JSON-serialisable: {error}") from None
+            raise CheckpointError(
+                f"perturbation metadata is not JSON-serialisable: {error}"
+            ) from None
         return write_native(path, {"delta": self.delta}, self._file_metadata())
 
     @classmethod
@@ -352,7 +356,7 @@ class Perturbation:
         position = meta.get("position")
         try:
             perturbation = cls(
-                kind=kind,
+                kind=cast(Kind, kind),  # checked by __post_init__
                 delta=delta,
                 eps=meta.get("eps"),
                 position=None if position is None else tuple(position),
@@ -360,7 +364,7 @@ class Perturbation:
             )
         except PerturbationError as error:
             raise PerturbationError(f"{where}: refused: {error}") from None
-        if kind == "additive" and size is not None and list(perturbation.image_size) != list(size):
+        if kind == "additive" and size is not None and perturbation.image_size != tuple(size):
             raise PerturbationError(
                 f"{where}: delta is {perturbation.image_size} but the file declares image size "
                 f"{size}"

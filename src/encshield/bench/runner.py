@@ -23,7 +23,6 @@ from encshield.bench.cells import run_cell
 from encshield.bench.spec import (
     BenchConfig,
     Cell,
-    encoder_identity,
     expand,
     validate_bench,
 )
@@ -31,6 +30,7 @@ from encshield.bench.store import CellRecord, ResultsStore, require_resume
 from encshield.config import config_hash
 from encshield.progress import progress as progress_bar
 from encshield.provenance import machine_info, now_iso, version_info
+from encshield.workflows.specs import encoder_identity
 
 __all__ = ["BenchSummary", "run_bench"]
 
@@ -171,5 +171,6 @@ def _store(store: ResultsStore, cell: Cell, output: Any, seconds: float, device:
     record = CellRecord(
         id=cell.id, kind=cell.kind, title=cell.title, params=cell.params, deps=list(cell.deps),
         config_hash=cell.id, result=result, artifacts=artifacts, versions=version_info(),
-        machine=machine_info(device), device=device, wall_time_s=round(seconds, 3), finished=now_iso())
+        machine=machine_info(device), device=device, wall_time_s=round(seconds, 3),
+        finished=now_iso())
     store.add(record, metrics)

@@ -19,8 +19,8 @@ downstream datasets x seeds, plus the white-box rows every table needs::
 attack x budget (fitted once, on the surrogate set), one ``model`` cell per encoder x defense x
 dataset x seed (defended once) and one ``evaluate`` cell per model cell (every perturbation of
 its encoder plus the white-box rows). A cell's id is the hash of everything that determines its
-result, including the ids of the cells it depends on and the attack's / defense's full resolved config
-(defaults included), so a changed setting or default never reuses a stale result.
+result, including the ids of the cells it depends on and the attack's / defense's full resolved
+config (defaults included), so a changed setting or default never reuses a stale result.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
         ConfigError: naming the field (e.g. ``attacks[2].name``), the value and the allowed values.
     """
     from encshield.attacks.universal import UNIVERSAL_ATTACKS
-    from encshield.data.api import DATASETS
+    from encshield.data.base import DATASETS
     from encshield.defenses import DEFENSES, build_defense
     from encshield.evaluation.specs import parse_whitebox, resolve_attack, validate_spec
 
@@ -281,7 +281,7 @@ def _check_unique(config: BenchConfig, whitebox_rows: list[str]) -> None:
     """Refuse repeats that the run would only find after work: the same evaluation row twice
     (universal rows with their budget, white-box rows, ``clean``), the same encoder, budget
     or dataset entry twice (identical cells, stored twice)."""
-    from encshield.data.api import DATASETS
+    from encshield.data.base import DATASETS
 
     def repeated(values: list[Any]) -> list[Any]:
         """The items of ``values`` that already occurred earlier in it."""
@@ -309,7 +309,8 @@ def _check_unique(config: BenchConfig, whitebox_rows: list[str]) -> None:
 def _check_split(dataset: str, text: str) -> None:
     """``text`` is a split the run can load: ``NAME``, ``NAME[START:STOP]`` or parts joined with
     ``+``, each a split of ``dataset``, and no slice is empty by construction."""
-    from encshield.data.api import DATASETS, parse_split
+    from encshield.data.api import parse_split
+    from encshield.data.base import DATASETS
 
     fmt = DATASETS.get(dataset)
     for part in str(text).split("+"):

@@ -35,7 +35,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,7 +403,7 @@ class ResultsStore:
     def __len__(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM cells")[0][0])
 
-    def add(self, record: CellRecord, metrics: list[dict[str, Any]] = ()) -> None:
+    def add(self, record: CellRecord, metrics: Sequence[dict[str, Any]] = ()) -> None:
         """Insert a finished cell and its metric rows in one transaction.
 
         Raises:

@@ -227,7 +227,7 @@ def _check_expected_sha(path: Path, actual: str, expected: str | None) -> None:
 def load_encoder(
     path: str | os.PathLike[str],
     *,
-    format: str = "auto",  # noqa: A002 - public keyword named as in the CLI
+    format: str = "auto",  # public keyword named as in the CLI
     expected_sha256: str | None = None,
     arch: str | None = None,
     width: int | None = None,
@@ -312,8 +312,9 @@ def _assemble(
     sha256: str,
 ) -> tuple[Encoder, nn.Linear | None]:
     conv1 = imported.backbone.get("conv1.weight")
-    has_conv1 = isinstance(conv1, torch.Tensor) and conv1.dim() == 4
-    kernel = int(conv1.shape[-1]) if has_conv1 else None
+    if not (isinstance(conv1, torch.Tensor) and conv1.dim() == 4):
+        conv1 = None
+    kernel = int(conv1.shape[-1]) if conv1 is not None else None
     arch_hint = arch or imported.arch
     width_hint = width if width is not None else imported.width
     inferred: dict[str, Any] = {}
@@ -348,7 +349,7 @@ def _assemble(
     elif imported.input_size is not None:
         size = normalize_input_size(imported.input_size)
     else:
-        channels = int(conv1.shape[1]) if has_conv1 else 3
+        channels = int(conv1.shape[1]) if conv1 is not None else 3
         size = normalize_input_size(DEFAULT_INPUT_SIZE_FOR_STEM.get(stem_name, 32), channels)
 
     stored = Provenance.from_dict(imported.provenance) if imported.provenance else None
@@ -368,7 +369,7 @@ def _assemble(
         f"(--arch/--width/--stem) or the format (--format; detected {fmt.name!r})."
     )
     # shapes first, on the meta device: nothing is allocated for a model the tensors do not fit
-    if conv1 is not None and has_conv1 and int(conv1.shape[0]) != width_val:
+    if conv1 is not None and int(conv1.shape[0]) != width_val:
         model_kernel = STEMS.get(stem_name).kernel_size
         model_conv1 = (width_val, size[0], model_kernel, model_kernel)
         raise CheckpointKeyError(

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import torch
 
@@ -99,7 +99,7 @@ FORMATS: Registry[CheckpointFormat] = Registry("checkpoint format")
 # ------------------------------------------------------------------------------------------
 
 
-def _is_state_dict(obj: Any) -> bool:
+def _is_state_dict(obj: Any) -> TypeGuard[Mapping[str, Any]]:
     return (
         isinstance(obj, Mapping)
         and len(obj) > 0

@@ -200,7 +200,7 @@ def read_native(
     try:
         with safe_open(str(p), framework="pt", device="cpu") as handle:
             raw_meta = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file not found: {p}") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:

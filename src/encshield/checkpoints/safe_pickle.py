@@ -29,7 +29,7 @@ import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar
 
@@ -93,6 +93,8 @@ class InertStub:
     """
 
     stub_name: ClassVar[str] = "?"
+    stub_args: tuple[Any, ...]
+    stub_state: Any
 
     def __new__(cls, *args: Any, **kwargs: Any) -> InertStub:
         obj = object.__new__(cls)
@@ -100,7 +102,7 @@ class InertStub:
         object.__setattr__(obj, "stub_state", None)
         return obj
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D107 - inert on purpose
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # inert on purpose
         pass
 
     def __setstate__(self, state: Any) -> None:
@@ -128,7 +130,9 @@ def stub_class(full_name: str) -> type[InertStub]:
         return cls
 
 
-def _stub_pairs(names: Iterable[str]) -> list[tuple[type[InertStub], str]]:
+def _stub_pairs(
+    names: Iterable[str],
+) -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     return [(stub_class(name), name) for name in dict.fromkeys(names)]
 
 
@@ -191,6 +195,7 @@ def _globals_in_pickle_bytes(data: bytes, *, all_pickles: bool) -> list[str]:
     while True:
         memo: dict[int, Any] = {}
         recent: list[Any] = []
+        arg: Any  # its type depends on the opcode
         try:
             for opcode, arg, _pos in pickletools.genops(stream):
                 name = opcode.name
@@ -214,7 +219,7 @@ def _globals_in_pickle_bytes(data: bytes, *, all_pickles: bool) -> list[str]:
                     recent.append(None)
                 if len(recent) > 8:
                     del recent[:-8]
-        except Exception:  # noqa: BLE001 - best effort: raw storage bytes follow legacy pickles
+        except Exception:  # best effort: raw storage bytes follow legacy pickles
             break
         if not all_pickles or stream.tell() >= len(data):
             break
@@ -246,7 +251,7 @@ def _torch_default_allowed() -> set[str]:
         from torch import _weights_only_unpickler
 
         return set(_weights_only_unpickler._get_allowed_globals())
-    except Exception:  # noqa: BLE001 - private API; only used to name the culprit
+    except Exception:  # private API; only used to name the culprit
         return set()
 
 

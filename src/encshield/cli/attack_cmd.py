@@ -47,7 +47,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return 0
     budget = (
         f"eps {perturbation.eps * 255:.4g}/255, L-inf {perturbation.linf() * 255:.4g}/255"
-        if perturbation.kind == "additive"
+        if perturbation.kind == "additive" and perturbation.eps is not None
         else f"patch {tuple(perturbation.delta.shape[-2:])} at {perturbation.position}"
     )
     objective = record.objective
@@ -122,7 +122,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from encshield.attacks import UNIVERSAL_ATTACKS
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name, cls in UNIVERSAL_ATTACKS.items():
         entries.append({
             "name": name,
@@ -171,7 +171,8 @@ def register(subparsers: Any) -> None:
                      help="use a seeded class-stratified subset of N surrogate images (seed: "
                      "--seed)")
     fit.add_argument("--image-size", type=int, default=None, metavar="S",
-                     help="resize the surrogate images to S x S (default: the encoder's input size)")
+                     help="resize the surrogate images to S x S (default: the encoder's input "
+                          "size)")
     fit.add_argument("--eps", default="10/255",
                      help="L-inf budget of additive attacks, e.g. 10/255 or 0.039 (default 10/255)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

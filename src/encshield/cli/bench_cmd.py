@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench", help="run a matrix of encoders x attacks x defenses x datasets x seeds",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         cells = expand(config)
         kind = check_output(output, resume=args.resume)  # read-only: creates nothing
         kinds = {k: sum(c.kind == k for c in cells) for k in ("attack", "model", "evaluate")}
-        print(f"{config.name}: {len(cells)} cells ({', '.join(f'{v} {k}' for k, v in kinds.items())})")
+        counts = ", ".join(f"{v} {k}" for k, v in kinds.items())
+        print(f"{config.name}: {len(cells)} cells ({counts})")
         for cell in cells:
             print(f"  {cell.id}  {cell.kind:<8} {cell.title}")
         print(f"output: {output} ({'existing store' if kind == 'store' else 'new store'})")

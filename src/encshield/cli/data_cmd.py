@@ -26,20 +26,29 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
 
-    p_list = actions.add_parser("list", help="registered datasets and whether their files are found")
-    p_list.add_argument("--root", metavar="DIR", help="data root to search (default: $ENCSHIELD_DATA, then the user data folder)")
+    p_list = actions.add_parser(
+        "list", help="registered datasets and whether their files are found"
+    )
+    p_list.add_argument("--root", metavar="DIR",
+                        help="data root to search (default: $ENCSHIELD_DATA, then the user data "
+                             "folder)")
     p_list.add_argument("--json", action="store_true", help="print a JSON list")
     p_list.set_defaults(func=_cmd_list)
 
-    p_info = actions.add_parser("info", help="splits, counts, classes, image size and files of a dataset")
+    p_info = actions.add_parser(
+        "info", help="splits, counts, classes, image size and files of a dataset"
+    )
     p_info.add_argument("name", metavar="NAME", help="dataset name (see `encshield data list`)")
     p_info.add_argument("--root", metavar="DIR", help="data root, dataset folder or archive")
     p_info.add_argument("--json", action="store_true", help="print one JSON object")
     p_info.set_defaults(func=_cmd_info)
 
-    p_dl = actions.add_parser("download", help="download and verify the official files of a dataset")
+    p_dl = actions.add_parser(
+        "download", help="download and verify the official files of a dataset"
+    )
     p_dl.add_argument("name", metavar="NAME", help="dataset name")
-    p_dl.add_argument("--root", metavar="DIR", help="data root; files go to DIR/NAME/ (default: first data root)")
+    p_dl.add_argument("--root", metavar="DIR",
+                      help="data root; files go to DIR/NAME/ (default: first data root)")
     p_dl.add_argument("--quiet", action="store_true", help="no progress output")
     p_dl.set_defaults(func=_cmd_download)
 

@@ -46,7 +46,7 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, 
 def _cmd_list(args: argparse.Namespace) -> int:
     from encshield.defenses import DEFENSES
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name, cls in DEFENSES.items():
         doc = (cls.__doc__ or "").strip().splitlines()
         entries.append({"name": name, "summary": doc[0] if doc else "",

@@ -67,7 +67,8 @@ def _print_summary(info: dict[str, Any]) -> None:
         ("input_size", info.get("input_size")),
         ("ssl_method", info.get("ssl_method") or "unknown"),
         ("pretrain_data", info.get("pretrain_data") or "unknown"),
-        ("skipped_keys", f"{info.get('skipped_keys')} {info.get('skipped_key_groups') or ''}".rstrip()),
+        ("skipped_keys",
+         f"{info.get('skipped_keys')} {info.get('skipped_key_groups') or ''}".rstrip()),
         ("surrogate_head", f"{info.get('surrogate_head_classes')} classes"
          if info.get("has_surrogate_head") else "none"),
     ]

@@ -120,7 +120,8 @@ def _percent(value: float | None) -> str:
 
 
 def print_record(record: Any, *, console: Any = None, title: str | None = None) -> None:
-    """Print the record's rows as a rich table (attack | n | BA | RA | fooling rate | ASR | error rate)."""
+    """Print the record's rows as a rich table (attack | n | BA | RA | fooling rate | ASR |
+    error rate)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table

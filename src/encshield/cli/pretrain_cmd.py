@@ -10,7 +10,7 @@ from pathlib import Path
 from encshield.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "pretrain",
         help="self-supervised pre-training of an encoder (resumable)",

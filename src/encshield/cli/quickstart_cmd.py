@@ -25,7 +25,7 @@ from encshield.errors import DatasetNotFoundError, EncshieldError
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "bench" / "quickstart.yaml"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "quickstart",
         help="the main job: attack and defend a downstream model of the zoo's SimCLR encoder",
@@ -56,7 +56,7 @@ def find_or_download_cifar10(data_root: Path | None, *, download: bool = True) -
             lists where it looked and exactly what to do.
     """
     from encshield import data, paths
-    from encshield.data.api import DATASETS
+    from encshield.data.base import DATASETS
 
     if "cifar10" in data.available(data_root):
         return data_root

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("zoo", help="the project's victim encoders")
     commands = parser.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     commands.required = True

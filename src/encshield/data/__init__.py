@@ -18,8 +18,8 @@ imagefolder (generic, explicit root) — from folders or straight from .tar/.tar
 .tar.bz2/.zip archives.
 """
 
-from encshield.data.api import DATASETS, available, download, info, load, locate, status
-from encshield.data.base import DatasetFormat, DatasetInfo, Resource
+from encshield.data.api import available, download, info, load, locate, status
+from encshield.data.base import DATASETS, DatasetFormat, DatasetInfo, Resource
 from encshield.data.dataset import ImageDataset
 from encshield.data.imaging import resize_images
 

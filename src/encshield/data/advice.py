@@ -55,10 +55,14 @@ def obtain_advice(
         return fmt.obtain_note
     if root is not None and receiving is not None and receiving != root:
         own = receiving.name.lower() in fmt.folder_names
-        data_root, target = (receiving.parent, receiving) if own else (receiving, receiving / fmt.name)
+        data_root, target = (
+            (receiving.parent, receiving) if own else (receiving, receiving / fmt.name)
+        )
         return (
             f"point --root at the folder or archive that holds the {fmt.title} files, or "
-            + fmt.how_to_obtain(f"{target}/", f"encshield data download {fmt.name} --root {data_root}")
+            + fmt.how_to_obtain(
+                f"{target}/", f"encshield data download {fmt.name} --root {data_root}"
+            )
             + f"; then use --root {data_root}"
         )
     default = paths.data_roots()[0]

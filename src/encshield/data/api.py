@@ -71,7 +71,8 @@ def _receiving_root(fmt: DatasetFormat, root: Path) -> Path:
     """``root``, or, where files cannot be put in it (an archive, a file, another dataset's
     folder), the nearest folder above it that can receive them (for the advice in errors)."""
     path = root
-    while path != path.parent and (path.is_file() or (path.is_dir() and _foreign_folder(fmt, path))):
+    while path != path.parent and (path.is_file()
+                                   or (path.is_dir() and _foreign_folder(fmt, path))):
         path = path.parent
     return path
 
@@ -146,7 +147,8 @@ def _gather(
                 continue
             depth = entry.path.count("/") + 1
             claimed = is_dataset_folder or fmt.claims_name(entry.name)
-            candidate = claimed or (explicit and depth == 1 and not _claimed_by_other(fmt, entry.name))
+            candidate = claimed or (explicit and depth == 1
+                                    and not _claimed_by_other(fmt, entry.name))
             if fmt.needs_explicit_root:
                 candidate = False  # ImageFolder: a folder tree, or root=<the archive> itself
             if not candidate:
@@ -198,7 +200,8 @@ def _find(fmt: DatasetFormat, containers: list[Container]) -> Layout | None:
     return _LOCATE_MEMO[key]
 
 
-def locate(name: str, root: str | os.PathLike[str] | None = None, *, retain: bool = False) -> Located:
+def locate(name: str, root: str | os.PathLike[str] | None = None, *,
+           retain: bool = False) -> Located:
     """Find dataset ``name`` under ``root`` (or the default data roots).
 
     With ``retain``, archives listed for the first time keep their members in memory for the
@@ -263,7 +266,8 @@ def _key(located: Located, split: str, size: Size | None) -> str:
     )
 
 
-def _dataset(fmt: DatasetFormat, split: str, images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> ImageDataset:
+def _dataset(fmt: DatasetFormat, split: str, images: np.ndarray, labels: np.ndarray,
+             names: Sequence[str]) -> ImageDataset:
     return ImageDataset(
         name=fmt.name,
         split=split,
@@ -279,11 +283,13 @@ def _decode(located: Located, split: str, size: Size | None) -> Decoded:
     except DatasetCorruptError as error:
         raise with_advice(located.fmt, error) from None
     if decoded.images.ndim != 4 or decoded.images.shape[1] != 3 or decoded.images.dtype != np.uint8:
-        raise DatasetError(f"internal error: {located.fmt.name} decoded {decoded.images.shape} {decoded.images.dtype}")
+        raise DatasetError(f"internal error: {located.fmt.name} decoded "
+                           f"{decoded.images.shape} {decoded.images.dtype}")
     return decoded
 
 
-def _load_located(located: Located, split: str, size: Size | None, use_cache: bool) -> tuple[ImageDataset, bool]:
+def _load_located(located: Located, split: str, size: Size | None,
+                  use_cache: bool) -> tuple[ImageDataset, bool]:
     """The split as an ImageDataset and whether all source images had one size."""
     fmt = located.fmt
     key = _key(located, split, size)
@@ -295,7 +301,8 @@ def _load_located(located: Located, split: str, size: Size | None, use_cache: bo
     started = time.perf_counter()
     if size is None:
         decoded = _decode(located, split, None)
-        images, labels, names, uniform = decoded.images, decoded.labels, decoded.class_names, decoded.uniform
+        images, labels = decoded.images, decoded.labels
+        names, uniform = decoded.class_names, decoded.uniform
     else:
         try:
             native, uniform = _load_located(located, split, None, use_cache)
@@ -325,7 +332,8 @@ def _load_located(located: Located, split: str, size: Size | None, use_cache: bo
                 "format_version": fmt.version,
                 "layout": located.layout.kind,
                 "image_size": list(size) if size else None,
-                "sources": [list(s) for s in _source_identity(located.layout.splits[split].entries)][:64],
+                "sources": [list(s) for s in
+                            _source_identity(located.layout.splits[split].entries)][:64],
                 "decode_seconds": round(time.perf_counter() - started, 3),
             },
         )
@@ -390,7 +398,8 @@ def load(
             )
         return ImageDataset(
             name=parts[0].name, split=split,
-            images=torch.cat([p.images for p in parts]), labels=torch.cat([p.labels for p in parts]),
+            images=torch.cat([p.images for p in parts]),
+            labels=torch.cat([p.labels for p in parts]),
             class_names=parts[0].class_names,
         )
     fmt = DATASETS.get(name)
@@ -514,7 +523,8 @@ def _quick_status(fmt: DatasetFormat, root: str | os.PathLike[str] | None) -> tu
         data_root = data_root.expanduser()
         try:
             with _gc_paused():
-                containers, _, unlisted = _gather(fmt, data_root, explicit=root is not None, listing=False)
+                containers, _, unlisted = _gather(fmt, data_root, explicit=root is not None,
+                                                  listing=False)
                 layout = _find(fmt, containers) if containers else None
         except DatasetError:
             continue
@@ -554,7 +564,8 @@ def status(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def download(name: str, root: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
+def download(name: str, root: str | os.PathLike[str] | None = None, *,
+             progress: bool = True) -> Path:
     """Download the official files of ``name`` into ``<root>/<name>/`` and verify them.
 
     ``root`` defaults to the first of :func:`encshield.paths.data_roots`. Files already present

@@ -36,7 +36,7 @@ def _numpy_core(submodule: str) -> Any:
 
 
 def _safe_dtype(*args: Any, **kwargs: Any) -> np.dtype[Any]:
-    dtype = np.dtype(*args, **kwargs)
+    dtype: np.dtype[Any] = np.dtype(*args, **kwargs)
     if dtype.hasobject:
         raise pickle.UnpicklingError("object arrays are not allowed in a data pickle")
     return dtype
@@ -61,7 +61,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     _table: dict[tuple[str, str], Callable[..., Any] | type] | None = None
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401
+    def find_class(self, module: str, name: str) -> Any:
         if RestrictedUnpickler._table is None:
             RestrictedUnpickler._table = _allowed()
         obj = RestrictedUnpickler._table.get((module, name))

@@ -146,7 +146,8 @@ class GuardedReader:
         if self.produced > RATIO_FLOOR:
             consumed = self._consumed()
             for what, out, inp in (
-                (self._segment_what, self.produced - self._segment_out, consumed - self._segment_in),
+                (self._segment_what, self.produced - self._segment_out,
+                 consumed - self._segment_in),
                 (self.what, self.produced, consumed),
             ):
                 if too_expansive(out, inp):
@@ -157,7 +158,7 @@ class GuardedReader:
 def open_decompressed(fh: BinaryIO, what: str, *, path: Path | None = None) -> GuardedReader:
     """``fh`` wrapped in the decompressor its magic bytes call for (gzip, xz, bzip2, or none),
     guarded by :class:`GuardedReader` (``fh`` must have ``peek`` and ``tell``)."""
-    head = fh.peek(6)[:6] if hasattr(fh, "peek") else b""  # type: ignore[attr-defined]
+    head = fh.peek(6)[:6] if hasattr(fh, "peek") else b""
     stream: Readable
     if head[:2] == b"\x1f\x8b":
         stream = gzip.GzipFile(fileobj=fh, mode="rb")
@@ -168,7 +169,7 @@ def open_decompressed(fh: BinaryIO, what: str, *, path: Path | None = None) -> G
     else:
         stream = fh
     if stream is not fh:
-        stream = io.BufferedReader(stream, buffer_size=CHUNK)  # type: ignore[arg-type,type-var]
+        stream = io.BufferedReader(stream, buffer_size=CHUNK)  # type: ignore[type-var]
     return GuardedReader(stream, fh.tell, what, path=path)
 
 
@@ -237,12 +238,17 @@ def gunzip_exact(
                 stream.seek(0)  # cheap: rewinds to the start of the compressed data
                 out = read_capped(stream, total)
     except (OSError, EOFError, zlib.error) as error:
-        raise corrupt_error(what, f"bad gzip data: {type(error).__name__}: {error}", path=path) from None
+        raise corrupt_error(
+            what, f"bad gzip data: {type(error).__name__}: {error}", path=path
+        ) from None
     if len(out) > total:
-        raise corrupt_error(what, f"more data than the {body:,} bytes its header announces", path=path)
+        raise corrupt_error(
+            what, f"more data than the {body:,} bytes its header announces", path=path
+        )
     if len(out) < total:
         raise corrupt_error(
-            what, f"only {len(out) - header_size:,} of the {body:,} data bytes its header announces",
+            what,
+            f"only {len(out) - header_size:,} of the {body:,} data bytes its header announces",
             path=path,
         )
     return out

@@ -69,7 +69,7 @@ def _check_array(path: Path, spec: dict[str, Any], mmap: bool) -> np.ndarray | N
     try:
         if path.stat().st_size != int(spec["bytes"]):
             return None
-        array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+        array: np.ndarray = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
     if list(array.shape) != list(spec["shape"]) or str(array.dtype) != spec["dtype"]:
@@ -86,7 +86,8 @@ def read(name: str, split: str, key: str) -> CachedSplit | None:
         meta = json.loads(sidecar_path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or meta.get("cache_version") != CACHE_VERSION or meta.get("key") != key:
+    if (not isinstance(meta, dict) or meta.get("cache_version") != CACHE_VERSION
+            or meta.get("key") != key):
         return None
     try:
         images = _check_array(images_path, meta["images"], mmap=True)
@@ -143,7 +144,9 @@ def write(
                 "bytes": label_bytes,
             },
         }
-        fd, tmp = tempfile.mkstemp(dir=sidecar_path.parent, prefix=f".{sidecar_path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=sidecar_path.parent, prefix=f".{sidecar_path.name}.", suffix=".tmp"
+        )
         with os.fdopen(fd, "w") as fh:
             json.dump(sidecar, fh, indent=1)
         os.replace(tmp, sidecar_path)

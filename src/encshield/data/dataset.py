@@ -19,7 +19,9 @@ def _index_tensor(indices: Indices, n: int) -> torch.Tensor | slice:
         return indices
     if isinstance(indices, range):
         return torch.arange(indices.start, indices.stop, indices.step, dtype=torch.long)
-    index = torch.as_tensor(np.asarray(indices) if not isinstance(indices, torch.Tensor) else indices)
+    index = torch.as_tensor(
+        np.asarray(indices) if not isinstance(indices, torch.Tensor) else indices
+    )
     if index.dtype == torch.bool:
         if index.shape != (n,):
             raise ConfigError(f"a boolean mask must have shape ({n},), got {tuple(index.shape)}")

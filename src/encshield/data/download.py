@@ -59,7 +59,8 @@ def _progress_printer(label: str, total: int | None, enabled: bool) -> Callable[
             pct = int(100 * done / total)
             if pct != state["last"]:
                 state["last"] = pct
-                print(f"\r  {label}: {pct:3d}% of {total / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
+                print(f"\r  {label}: {pct:3d}% of {total / 1e6:.1f} MB", end="", file=sys.stderr,
+                      flush=True)
         else:
             mb = done // 10_000_000
             if mb != state["last"]:
@@ -84,7 +85,8 @@ def fetch(resource: Resource, dest: Path, *, progress: bool = True, timeout: flo
                 print(f"  {dest.name}: already present, {algorithm} verified", file=sys.stderr)
             return False
         if progress:
-            print(f"  {dest.name}: present but its checksum differs; downloading it again", file=sys.stderr)
+            print(f"  {dest.name}: present but its checksum differs; downloading it again",
+                  file=sys.stderr)
     part = dest.with_name(dest.name + ".part")
     manual = (
         f"download {resource.url} manually (e.g. with a browser) and save it as {dest}; "
@@ -92,7 +94,7 @@ def fetch(resource: Resource, dest: Path, *, progress: bool = True, timeout: flo
     )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        out = open(part, "wb")  # noqa: SIM115 - closed below
+        out = open(part, "wb")  # closed below
     except OSError as error:
         raise DownloadError(
             f"cannot write {part} ({error.strerror or error}); choose a writable data root with "

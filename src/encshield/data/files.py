@@ -62,8 +62,9 @@ _DIGITS = re.compile(r"(\d+)")
 
 
 def natural_key(text: str) -> list[object]:
-    """Sort key ordering ``img2`` before ``img10`` (identical to plain order for zero-padded names)."""
-    parts: list[object] = _DIGITS.split(text)  # type: ignore[assignment]
+    """Sort key ordering ``img2`` before ``img10`` (identical to plain order for zero-padded
+    names)."""
+    parts: list[object] = _DIGITS.split(text)
     parts[1::2] = map(int, parts[1::2])  # type: ignore[arg-type]
     return parts
 

@@ -17,7 +17,9 @@ from encshield.data.bounded import IMAGE_FLOOR, check_announced
 from encshield.errors import ConfigError, DatasetCorruptError
 
 #: File extensions read as images (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".webp", ".tif", ".tiff"
+)
 
 Size = tuple[int, int]
 
@@ -77,7 +79,8 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
             f"cannot decode image {what} ({type(error).__name__}: {error}); the file is damaged "
             "or not an image: delete the dataset file and download or extract it again."
         ) from None
-    return arr.transpose(2, 0, 1)
+    chw: np.ndarray = arr.transpose(2, 0, 1)
+    return chw
 
 
 def peek_size(data: bytes, what: str) -> tuple[int, int]:
@@ -154,7 +157,9 @@ class ImageCollector:
                 self._pool.shutdown(wait=True, cancel_futures=True)
         missing = [i for i, a in enumerate(self.arrays) if a is None]
         if missing:
-            raise DatasetCorruptError(f"{len(missing)} image(s) were never read (e.g. #{missing[0]})")
+            raise DatasetCorruptError(
+                f"{len(missing)} image(s) were never read (e.g. #{missing[0]})"
+            )
         return self.arrays  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -178,7 +183,8 @@ def resize_images(images: torch.Tensor, size: Size, *, chunk: int = 4096) -> tor
     out = torch.empty((n, c, size[0], size[1]), dtype=torch.uint8)
     for start in range(0, n, chunk):
         out[start : start + chunk] = F.interpolate(
-            images[start : start + chunk], size=size, mode="bilinear", antialias=True, align_corners=False
+            images[start : start + chunk], size=size, mode="bilinear", antialias=True,
+            align_corners=False,
         )
     return out
 

@@ -7,8 +7,9 @@
 * :mod:`encshield.defenses.base`: :data:`DEFENSES`, :class:`Defense` (pydantic ``Config``,
   ``fit(encoder, train, num_classes) -> DefenseResult``), :func:`build_defense`.
 * :mod:`encshield.defenses.finetuning`: the shared (adversarial) fine-tuning loop.
-* Registered defenses: ``none`` (frozen encoder + trained head, :class:`NoDefense`), ``standard``, ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF
-  stage 1 only) and ``genaf`` (alias ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
+* Registered defenses: ``none`` (frozen encoder + trained head, :class:`NoDefense`), ``standard``,
+  ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF stage 1 only) and ``genaf`` (alias
+  ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
 * :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
 * :mod:`encshield.defenses.genaf_stage2`: Gen-AF stage 2 building blocks (probe set, layer
   sensitivity, selection of the least sensitive layers, freezing by module identity, fine-tuning

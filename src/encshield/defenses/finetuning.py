@@ -4,12 +4,12 @@ Per epoch, over mini-batches shuffled by a generator seeded with the run's seed,
 :meth:`FinetuningDefense.train_step` per batch:
 
 1. optional inner attack (:meth:`FinetuningDefense.attack`): L-inf PGD from
-   :func:`encshield.attacks.whitebox.pgd` (Madry et al., ICLR 2018) with ``keep_best="last"``.
-   The attack runs on the model in **eval** mode (BatchNorm statistics are not updated by it) and
-   restores the training mode; it differentiates w.r.t. the input only
-   (``torch.autograd.grad``), so no attack gradient reaches a parameter's ``.grad``. The loop
-   checks this after every attack and raises if a parameter has a gradient (Gen-AF's official
-   code leaks 10 attack steps of gradient into every update, docs/methods.md, "Defenses"; we refuse that).
+   :func:`encshield.attacks.whitebox.pgd` (Madry et al., ICLR 2018) with ``keep_best="last"``. The
+   attack runs on the model in **eval** mode (BatchNorm statistics are not updated by it) and
+   restores the training mode; it differentiates w.r.t. the input only (``torch.autograd.grad``), so
+   no attack gradient reaches a parameter's ``.grad``. The loop checks this after every attack and
+   raises if a parameter has a gradient (Gen-AF's official code leaks 10 attack steps of gradient
+   into every update, docs/methods.md, "Defenses"; we refuse that).
 2. the training forward in **train** mode and the per-defense loss hook
    :meth:`FinetuningDefense.loss` ``(model, x, x_adv, y) -> (loss, parts)``;
 3. one step of each optimiser.
@@ -18,11 +18,12 @@ Normalisation lives inside the :class:`~encshield.models.Encoder`, so the attack
 training see the same function on [0, 1] images (the official Gen-AF code attacks the
 un-normalised model; docs/methods.md, "Defenses").
 
-Optimisation is Gen-AF's "dual track" (Zhou et al., IEEE S&P 2024; docs/methods.md, "Defenses"), used as the
-family default: two Adam optimisers (encoder lr 1e-4, head lr 5e-3, both weight decay 8e-4),
-each with ExponentialLR(0.96) stepped per epoch. The optimisers and schedulers are created
-**once** per run (Gen-AF's stage-2 code re-creates Adam every epoch; docs/methods.md, "Defenses"). Whether the
-encoder trains is configurable (``train_encoder``; when false it stays frozen in eval mode).
+Optimisation is Gen-AF's "dual track" (Zhou et al., IEEE S&P 2024; docs/methods.md, "Defenses"),
+used as the family default: two Adam optimisers (encoder lr 1e-4, head lr 5e-3, both weight decay
+8e-4), each with ExponentialLR(0.96) stepped per epoch. The optimisers and schedulers are created
+**once** per run (Gen-AF's stage-2 code re-creates Adam every epoch; docs/methods.md, "Defenses").
+Whether the encoder trains is configurable (``train_encoder``; when false it stays frozen in eval
+mode).
 
 The head starts from a head trained on the frozen encoder's features
 (:func:`encshield.downstream.train_head`, the "no defense" model; ``head_init="trained"``) or
@@ -118,15 +119,18 @@ class FinetuningDefense(Defense):
     """
 
     Config: ClassVar[type[DefenseConfig]] = FinetuningConfig
+    config: FinetuningConfig
     uses_attack: ClassVar[bool] = True
 
     # ------------------------------------------------------------------------------- hooks
-    def setup(self, model: Classifier, pretrained: Encoder) -> None:  # noqa: B027 - optional
+    def setup(self, model: Classifier, pretrained: Encoder) -> None:  # optional
         """Called once before the first epoch (default: nothing)."""
 
-    def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    def attack(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> torch.Tensor:
         """The inner maximisation: L-inf PGD on the cross-entropy (``keep_best="last"``)."""
-        a = self.config.attack  # type: ignore[attr-defined]
+        a = self.config.attack
         return pgd(model, x, y, eps=a.eps, steps=a.steps, step_size=a.step_size,
                    random_start=a.random_start, objective="ce", keep_best="last", seed=seed)
 
@@ -142,7 +146,7 @@ class FinetuningDefense(Defense):
     # -------------------------------------------------------------------------------- loop
     def _train_mode(self, model: Classifier) -> None:
         model.train()
-        if not self.config.train_encoder:  # type: ignore[attr-defined]
+        if not self.config.train_encoder:
             model.encoder.eval()
 
     def train_step(
@@ -189,7 +193,7 @@ class FinetuningDefense(Defense):
 
     def _initial_head(self, encoder: Encoder, train: ImageDataset, num_classes: int, seed: int,
                       device: torch.device | str) -> nn.Module:
-        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.head_init == "trained":
             probe_encoder = copy.deepcopy(encoder)
             classifier, _ = train_head(probe_encoder, train.images, train.labels, num_classes,
@@ -223,7 +227,7 @@ class FinetuningDefense(Defense):
             device: where to train.
             progress: show a progress bar (one step per epoch, with loss and accuracy).
         """
-        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if len(train) == 0:
             raise ConfigError("the defense's training set is empty")
         if int(train.labels.min()) < 0 or int(train.labels.max()) >= num_classes:

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
 from encshield.config import config_hash
 from encshield.data import ImageDataset
@@ -30,6 +29,7 @@ from encshield.defenses.layer_sensitivity import (
     resolve_layers,
     select_layers,
 )
+from encshield.models import Encoder
 from encshield.records import DefenseRecord
 
 __all__ = ["GenAF", "GenAFConfig"]
@@ -38,15 +38,15 @@ __all__ = ["GenAF", "GenAFConfig"]
 class GenAFConfig(DefenseConfig):
     """Gen-AF stages 1 + 2 (docs/methods.md, "Defenses"); every field has the official default.
 
-    ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides merge
-    into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
-    downstream train split (the official code hard-codes STL-10 train), attacked with
-    ``probe_eps`` / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255,
-    random start); layer sensitivity with
-    relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of SGD ascent (lr
-    ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE fine-tuning of
-    those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``, ``stage2_weight_decay``);
-    optional RiFT interpolation ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
+    ``stage1`` is :class:`~encshield.defenses.genaf_stage1.GenAFStage1Config` (nested overrides
+    merge into its defaults). Stage 2: a probe set of ``probe_size`` images drawn (seeded) from the
+    downstream train split (the official code hard-codes STL-10 train), attacked with ``probe_eps``
+    / ``probe_steps`` / ``probe_step_size`` (L-inf PGD, 8/255, 10 steps of 2/255, random start);
+    layer sensitivity with relative radius ``sensitivity_epsilon`` and ``ascent_epochs`` epochs of
+    SGD ascent (lr ``ascent_lr``); the ``k`` least sensitive layers (count or fraction); clean-CE
+    fine-tuning of those layers for ``stage2_epochs`` epochs (Adam ``stage2_lr``,
+    ``stage2_weight_decay``); optional RiFT interpolation
+    ``(1 - alpha) * stage1 + alpha * finetuned`` (off: Gen-AF).
     """
 
     stage1: GenAFStage1Config = Field(default_factory=GenAFStage1Config)
@@ -92,10 +92,11 @@ class GenAF(Defense):
     """
 
     Config = GenAFConfig
+    config: GenAFConfig
 
     def fit(
         self,
-        encoder: nn.Module,
+        encoder: Encoder,
         train: ImageDataset,
         num_classes: int,
         *,
@@ -104,7 +105,7 @@ class GenAF(Defense):
         progress: bool = False,
     ) -> DefenseResult:
         """Stage 1 then stage 2 on a copy of ``encoder`` (never modified); see the class."""
-        cfg: GenAFConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         start_time = time.perf_counter()
         stage1 = GenAFStage1(cfg.stage1)
         for callback in self._callbacks:

@@ -18,11 +18,11 @@ IEEE S&P 2024), as specified in docs/methods.md, "Defenses".
     or, in logit space, the initial head on them; no gradient flows into the anchor), the
     "genetic" inheritance of the pre-trained topology the paper's name refers to.
 
-Deliberate differences from the official code (docs/methods.md, "Defenses"): the attack sees the same
-normalised model as training (normalisation inside the Encoder), attack gradients never reach the
-parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
-``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack
-inputs, attack-gradient leak) are not reproduced, whatever its value.
+Deliberate differences from the official code (docs/methods.md, "Defenses"): the attack sees the
+same normalised model as training (normalisation inside the Encoder), attack gradients never reach
+the parameters' ``.grad`` (the loop checks it) and the optimisers are created once.
+``paper_code_compat`` is only **recorded**: the official code's bugs (un-normalised attack inputs,
+attack-gradient leak) are not reproduced, whatever its value.
 
 Epochs default to the paper's 50 (ZePAD's copy uses 20); tests and the tiny tier override them.
 
@@ -88,10 +88,11 @@ class GenAFStage1(FinetuningDefense):
     """Gen-AF stage 1: ``CE(z_adv, y) + lambda_gr * L_GR(A, B, y, CE(z_clean, y))``."""
 
     Config = GenAFStage1Config
+    config: GenAFStage1Config
 
     def setup(self, model: Classifier, pretrained: Encoder) -> None:
         self._anchor: Classifier | None = None
-        if self.config.anchor == "frozen_pretrained":  # type: ignore[attr-defined]
+        if self.config.anchor == "frozen_pretrained":
             anchor = Classifier(pretrained, copy.deepcopy(model.head)).eval()
             for p in anchor.parameters():
                 p.requires_grad_(False)
@@ -100,16 +101,17 @@ class GenAFStage1(FinetuningDefense):
     def _anchor_side(self, x: torch.Tensor) -> torch.Tensor:
         assert self._anchor is not None
         with torch.no_grad():
-            feats = self._anchor.encoder(x)
-            if self.config.feature_space == "encoder":  # type: ignore[attr-defined]
+            feats: torch.Tensor = self._anchor.encoder(x)
+            if self.config.feature_space == "encoder":
                 return feats
-            return self._anchor.head(feats)
+            logits: torch.Tensor = self._anchor.head(feats)
+            return logits
 
     def loss(
         self, model: Classifier, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         assert x_adv is not None
-        cfg: GenAFStage1Config = self.config  # type: ignore[assignment]
+        cfg = self.config
         feats_clean = model.encoder(x)
         logits_clean = model.head(feats_clean)
         feats_adv = model.encoder(x_adv)
@@ -128,7 +130,7 @@ class GenAFStage1(FinetuningDefense):
 
     def extra_record(self) -> dict[str, Any]:
         return {
-            "paper_code_compat": bool(self.config.paper_code_compat),  # type: ignore[attr-defined]
+            "paper_code_compat": bool(self.config.paper_code_compat),
             "paper_code_compat_note": "recorded only; the official code's un-normalised attack "
             "and attack-gradient leak are not reproduced",
         }

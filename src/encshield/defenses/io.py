@@ -11,7 +11,7 @@ unpickled.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from encshield.checkpoints.validation import (
     validate_metadata,
 )
 from encshield.errors import CheckpointError, ConfigError
-from encshield.models import Classifier, MLPClassifier, Provenance, build_encoder
+from encshield.models import Classifier, Encoder, MLPClassifier, Provenance, build_encoder
 from encshield.models.encoder import normalize_input_size
 from encshield.models.resnet import ARCHITECTURES, ResNet, build_backbone
 from encshield.provenance import to_jsonable
@@ -64,7 +64,7 @@ def save_classifier(
 ) -> str:
     """Write ``classifier`` (ResNet :class:`~encshield.models.Encoder` + supported head) and the
     defense ``record`` atomically; returns the file's sha256."""
-    encoder = classifier.encoder
+    encoder = cast(Encoder, classifier.encoder)  # checked below: a ResNet backbone
     backbone = getattr(encoder, "backbone", None)
     if not isinstance(backbone, ResNet):
         raise ConfigError(

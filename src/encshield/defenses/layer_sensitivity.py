@@ -116,13 +116,13 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 # --------------------------------------------------------------------------- candidates
 
 
-def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     """Every ``nn.Conv2d`` and ``nn.Linear`` of ``model``, in module (registration) order.
 
-    For a :class:`~encshield.models.Classifier` this covers the encoder and the head: ResNet-18
-    (no ``fc`` in our backbone) + ``mlp`` head gives 20 convolutions (3 of them the 1x1
-    downsample convolutions) + 3 linears = 23 candidates, as in docs/methods.md, "Defenses". The official
-    code additionally skips names containing ``"sub"``; no module of ours is named so.
+    For a :class:`~encshield.models.Classifier` this covers the encoder and the head: ResNet-18 (no
+    ``fc`` in our backbone) + ``mlp`` head gives 20 convolutions (3 of them the 1x1 downsample
+    convolutions) + 3 linears = 23 candidates, as in docs/methods.md, "Defenses". The official code
+    additionally skips names containing ``"sub"``; no module of ours is named so.
 
     Returns:
         ``[(qualified_name, module), ...]``; the names are for the record, the module objects
@@ -271,7 +271,7 @@ def layer_sensitivity(
     scores = []
     with torch.enable_grad():
         for index, (name, module) in enumerate(candidates):
-            weight: nn.Parameter = module.weight
+            weight: torch.Tensor = module.weight
             w0 = weight.detach().clone()
             radius = epsilon * float(w0.norm())
             max_loss = original
@@ -339,7 +339,7 @@ def resolve_layers(model: nn.Module, selected: Sequence[LayerScore]) -> list[nn.
             (the scores were computed on a different architecture).
     """
     candidates = candidate_layers(model)
-    modules = []
+    modules: list[nn.Module] = []
     for score in selected:
         if not 0 <= score.index < len(candidates):
             raise ConfigError(f"layer index {score.index} ({score.name!r}) is out of range: "

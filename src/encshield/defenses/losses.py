@@ -16,7 +16,8 @@ References:
 * Wang, Zou, Yi, Bailey, Ma, Gu, "Improving Adversarial Robustness Requires Revisiting
   Misclassified Examples", ICLR 2020 (MART).
 * Zhou, Hu, Zhang, Li, Li, Jin, "Securely Fine-tuning Pre-trained Encoders Against Adversarial
-  Examples", IEEE S&P 2024 (Gen-AF; genetic regularisation as specified in docs/methods.md, "Defenses").
+  Examples", IEEE S&P 2024 (Gen-AF; genetic regularisation as specified in docs/methods.md,
+  "Defenses").
 
 All functions are implemented from the papers and docs/methods.md (no code copied from the official
 repositories). Gradients flow through every tensor argument unless a docstring says otherwise.
@@ -279,8 +280,8 @@ def genetic_regularization(
 ) -> torch.Tensor:
     """Gen-AF genetic regularisation ``L_GR(A, B, y, w)`` (Zhou et al., IEEE S&P 2024).
 
-    The variant of Gen-AF's code, as written in docs/methods.md, "Defenses" (steps 1-6); Gen-AF calls it
-    with ``A = z_clean`` (the "model side"), ``B = z_adv`` (the "target side") and
+    The variant of Gen-AF's code, as written in docs/methods.md, "Defenses" (steps 1-6); Gen-AF
+    calls it with ``A = z_clean`` (the "model side"), ``B = z_adv`` (the "target side") and
     ``w_i = CE(z_clean_i, y_i)``, and trains on ``CE(z_adv, y) + 20 * L_GR``. A UMAP-like
     fuzzy-graph cross-entropy that asks the neighbourhood graph of ``A`` to match a label-adjusted
     graph of ``B``:

@@ -57,10 +57,13 @@ class MART(FinetuningDefense):
     """``loss = BCE(p_adv, y) + beta * KL(p_clean || p_adv) * (1 - p_clean[y])``."""
 
     Config = MARTConfig
+    config: MARTConfig
 
-    def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    def attack(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> torch.Tensor:
         """CE PGD with the configured start (``keep_best="last"``, Madry's update)."""
-        cfg: MARTConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.attack_start == "uniform":
             return super().attack(model, x, y, seed)
         a = cfg.attack
@@ -74,5 +77,5 @@ class MART(FinetuningDefense):
         assert x_adv is not None
         # separate forwards, as in the papers' code (BatchNorm batch statistics per input set)
         logits_clean, logits_adv = model(x), model(x_adv)
-        loss = mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)  # type: ignore[attr-defined]
+        loss = mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)
         return loss, {"mart": float(loss.detach())}

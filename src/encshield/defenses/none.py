@@ -1,9 +1,9 @@
 """``none``: the no-defense downstream model (frozen encoder + a trained head).
 
-The "no defense" row of every table in the CGCL family (Gen-AF, Zhou et al., IEEE S&P 2024;
-ZePAD): the downstream user keeps the public encoder frozen and trains only a head on its
-features (:func:`encshield.downstream.train_head`: Adam lr 5e-3, weight decay 8e-4,
-ExponentialLR 0.96, docs/methods.md, "Downstream head"). Registered as a defense so that tables, the CLI and
+The "no defense" row of every table in the CGCL family (Gen-AF, Zhou et al., IEEE S&P 2024; ZePAD):
+the downstream user keeps the public encoder frozen and trains only a head on its features
+(:func:`encshield.downstream.train_head`: Adam lr 5e-3, weight decay 8e-4, ExponentialLR 0.96,
+docs/methods.md, "Downstream head"). Registered as a defense so that tables, the CLI and
 ``encshield bench`` treat it like every other row.
 """
 
@@ -42,6 +42,7 @@ class NoDefense(Defense):
     """No defense: the encoder stays frozen; only the head is trained on clean features."""
 
     Config = NoDefenseConfig
+    config: NoDefenseConfig
 
     def fit(
         self,
@@ -54,7 +55,7 @@ class NoDefense(Defense):
         progress: bool = False,
     ) -> DefenseResult:
         """Train the head on a frozen copy of ``encoder`` (which is not modified)."""
-        cfg: NoDefenseConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if len(train) == 0:
             raise ConfigError("the defense's training set is empty")
         start = time.perf_counter()

@@ -44,9 +44,12 @@ class TRADES(FinetuningDefense):
     """``loss = CE(z_clean, y) + beta * KL(p_clean || p_adv)``."""
 
     Config = TRADESConfig
+    config: TRADESConfig
 
-    def attack(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-        a = self.config.attack  # type: ignore[attr-defined]
+    def attack(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> torch.Tensor:
+        a = self.config.attack
         was_training = {m: m.training for m in model.modules()}
         model.eval()
         try:
@@ -65,5 +68,5 @@ class TRADES(FinetuningDefense):
         assert x_adv is not None
         # separate forwards, as in the papers' code (BatchNorm batch statistics per input set)
         logits_clean, logits_adv = model(x), model(x_adv)
-        loss = trades_loss(logits_clean, logits_adv, y, beta=self.config.beta)  # type: ignore[attr-defined]
+        loss = trades_loss(logits_clean, logits_adv, y, beta=self.config.beta)
         return loss, {"trades": float(loss.detach())}

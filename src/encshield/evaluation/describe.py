@@ -36,7 +36,8 @@ def describe_perturbation(perturbation: Any) -> dict[str, Any]:
     if isinstance(delta, torch.Tensor):
         out.setdefault("shape", list(delta.shape))
         out["delta_sha256"] = _tensor_sha256(delta)
-    return to_jsonable(out)
+    described: dict[str, Any] = to_jsonable(out)
+    return described
 
 
 def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
@@ -54,11 +55,13 @@ def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
     encoder = getattr(classifier, "encoder", None)
     if isinstance(encoder, nn.Module):
         out["encoder"] = describe_encoder(encoder)
-    return to_jsonable(out)
+    described: dict[str, Any] = to_jsonable(out)
+    return described
 
 
 def describe_encoder(encoder: nn.Module) -> dict[str, Any]:
-    """Provenance (architecture, method, source file, sha256), feature dim, input size, normalisation."""
+    """Provenance (architecture, method, source file, sha256), feature dim, input size,
+    normalisation."""
     out: dict[str, Any] = {"type": type(encoder).__name__}
     provenance = getattr(encoder, "provenance", None)
     if provenance is not None and hasattr(provenance, "to_dict"):
@@ -70,7 +73,8 @@ def describe_encoder(encoder: nn.Module) -> dict[str, Any]:
     normalization = getattr(encoder, "normalization", None)
     if normalization is not None and hasattr(normalization, "to_dict"):
         out["normalization"] = normalization.to_dict()
-    return to_jsonable(out)
+    described: dict[str, Any] = to_jsonable(out)
+    return described
 
 
 def describe_callable(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -79,7 +79,7 @@ WORST_CASE_ROWS: dict[str, tuple[str, ...]] = {
 class PerturbationLike(Protocol):
     """What the evaluation needs of an :class:`encshield.attacks.Perturbation`."""
 
-    def apply(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
         """Images ``(N, C, H, W)`` in [0, 1] -> perturbed images (in [0, 1] when clamped)."""
         ...
 
@@ -328,9 +328,14 @@ def _worst_case_rows(rows: _Rows) -> None:
 
 def _check_test_set(images: torch.Tensor, labels: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ConfigError(f"test_images must be a tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}")
+        raise ConfigError(
+            "test_images must be a tensor (N, C, H, W), got "
+            f"{getattr(images, 'shape', type(images))}"
+        )
     if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ConfigError(f"test_images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
+        raise ConfigError(
+            f"test_images must be uint8 (0..255) or float in [0, 1], got {images.dtype}"
+        )
     if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
         raise ConfigError(
             f"test_labels must be int64 (N,) with N = {images.shape[0]} test images, got "
@@ -447,7 +452,7 @@ def evaluate_classifier(
         for name, fn in encoder_attacks.items():
             encoder = classifier.encoder
             _per_sample_row(rows, name, "encoder_deployed", whitebox_limit,
-                            lambda x, y, b, fn=fn: fn(encoder, x))  # type: ignore[misc]
+                            lambda x, y, b, fn=fn, encoder=encoder: fn(encoder, x))  # type: ignore[misc]
         for spec in sorted(specs, key=lambda s: not s.is_encoder_attack):  # encoder rows first
             limit = whitebox_limit if spec.limit is None else spec.limit
             attack = _spec_attack(spec, resolved[spec.row_name], classifier, public_encoder)

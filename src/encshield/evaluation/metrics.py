@@ -7,7 +7,8 @@ smaller last batch (see :func:`mean_of_batch_accuracies`, kept only to reproduce
 bias). Inputs are 1-D tensors (or anything :func:`torch.as_tensor` accepts) on any device; the
 results are Python floats.
 
-Three incompatible "ASR"s exist in the literature (docs/methods.md, "Metrics"); each has its own name here:
+Three incompatible "ASR"s exist in the literature (docs/methods.md, "Metrics"); each has its own
+name here:
 
 ==========================  =====================================================  ==============
 name                        definition                                             used as "ASR"
@@ -73,9 +74,13 @@ def _as_1d(name: str, values: TensorLike | Any, *, integer: bool) -> torch.Tenso
     try:
         tensor = values.detach() if isinstance(values, torch.Tensor) else torch.as_tensor(values)
     except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{name} must be a 1-D tensor, got {type(values).__name__}: {error}") from None
+        raise ValueError(
+            f"{name} must be a 1-D tensor, got {type(values).__name__}: {error}"
+        ) from None
     if tensor.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one entry per sample), got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D (one entry per sample), got shape {tuple(tensor.shape)}"
+        )
     tensor = tensor.cpu()
     if integer:
         if tensor.is_floating_point() or tensor.is_complex():
@@ -96,7 +101,9 @@ def _as_bool(name: str, values: TensorLike | Any) -> torch.Tensor:
     """``values`` as a 1-D bool tensor; 0/1 ints are accepted, anything else is a ValueError."""
     tensor = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(values)
     if tensor.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one entry per sample), got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D (one entry per sample), got shape {tuple(tensor.shape)}"
+        )
     if tensor.dtype != torch.bool:
         if tensor.numel() and not bool(torch.all((tensor == 0) | (tensor == 1))):
             raise ValueError(f"{name} must be boolean (or 0/1), got other values")
@@ -112,7 +119,9 @@ def _same_length(**tensors: torch.Tensor) -> int:
         raise ValueError(f"per-sample inputs must have the same length: {shown}")
     n = next(iter(lengths.values()))
     if n == 0:
-        raise ValueError(f"{', '.join(lengths)}: no samples (empty inputs); a rate over 0 samples is undefined")
+        raise ValueError(
+            f"{', '.join(lengths)}: no samples (empty inputs); a rate over 0 samples is undefined"
+        )
     return n
 
 
@@ -228,9 +237,9 @@ def target_hit_rate(
     """Fraction of triggered/attacked inputs classified as the attacker's ``target`` class.
 
     By default over **all** inputs, including those whose true class is the target (BadEncoder's
-    ASR, docs/methods.md, "Metrics"). With ``exclude_target_class=True`` the inputs whose label equals the
-    target are left out (the stricter convention of most backdoor papers); ``labels`` is then
-    required.
+    ASR, docs/methods.md, "Metrics"). With ``exclude_target_class=True`` the inputs whose label
+    equals the target are left out (the stricter convention of most backdoor papers); ``labels`` is
+    then required.
 
     Args:
         adv_pred: predictions on the triggered inputs, int ``(N,)``.
@@ -321,7 +330,9 @@ def mean_of_batch_accuracies(pred: TensorLike, labels: TensorLike, batch_size: i
 # ------------------------------------------------------------------------------------------
 
 
-def _detection_inputs(scores: TensorLike, is_adversarial: TensorLike) -> tuple[torch.Tensor, torch.Tensor]:
+def _detection_inputs(
+    scores: TensorLike, is_adversarial: TensorLike
+) -> tuple[torch.Tensor, torch.Tensor]:
     s = _as_1d("scores", scores, integer=False)
     truth = _as_bool("is_adversarial", is_adversarial)
     _same_length(scores=s, is_adversarial=truth)

@@ -32,14 +32,18 @@ def inputs_unchecked(model: nn.Module, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    saved = [(m, m.check_inputs) for m in model.modules() if isinstance(getattr(m, "check_inputs", None), bool)]
+    saved = [
+        (m, m.check_inputs)
+        for m in model.modules()
+        if isinstance(getattr(m, "check_inputs", None), bool)
+    ]
     try:
         for module, _ in saved:
             module.check_inputs = False  # type: ignore[assignment]
         yield
     finally:
         for module, value in saved:
-            module.check_inputs = value  # type: ignore[assignment]
+            module.check_inputs = value
 
 
 def predict(

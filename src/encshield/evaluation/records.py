@@ -2,9 +2,10 @@
 
 An :class:`EvaluationRecord` is one cell of a benchmark (one classifier x one test set x a list of
 attacks). It round-trips exactly through JSON (:meth:`EvaluationRecord.to_json` /
-:meth:`EvaluationRecord.from_json`, :meth:`~EvaluationRecord.save` / :meth:`~EvaluationRecord.load`).
-Undefined metric values (``nan``, e.g. the attack success rate when no sample is initially
-correct) are stored as ``null``/``None``, so the JSON is standard (no ``NaN`` tokens).
+:meth:`EvaluationRecord.from_json`, :meth:`~EvaluationRecord.save` /
+:meth:`~EvaluationRecord.load`). Undefined metric values (``nan``, e.g. the attack success rate when
+no sample is initially correct) are stored as ``null``/``None``, so the JSON is standard (no ``NaN``
+tokens).
 """
 
 from __future__ import annotations
@@ -94,9 +95,15 @@ class AttackMetrics:
             setattr(self, key, _finite_or_none(getattr(self, key)))
 
     @classmethod
-    def from_summary(cls, kind: str, num_samples: int, summary: dict[str, float], **extra: Any) -> AttackMetrics:
+    def from_summary(
+        cls, kind: str, num_samples: int, summary: dict[str, float], **extra: Any
+    ) -> AttackMetrics:
         """From the dict of :func:`encshield.evaluation.metrics.summarize` (``nan`` -> ``None``)."""
-        return cls(kind=kind, num_samples=num_samples, **{k: summary.get(k) for k in SUMMARY_KEYS}, **extra)
+        return cls(kind=kind, num_samples=num_samples,
+                   benign_accuracy=summary.get("benign_accuracy"),
+                   robust_accuracy=summary.get("robust_accuracy"),
+                   fooling_rate=summary.get("fooling_rate"), error_rate=summary.get("error_rate"),
+                   attack_success_rate=summary.get("attack_success_rate"), **extra)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +139,8 @@ class PerSampleRecord:
         return [p == y for p, y in zip(self.clean_pred, self.labels)]
 
     def adv_correct(self, name: str) -> list[bool]:
-        """Per-sample flag for attack row ``name``: adversarial prediction correct (on its samples)."""
+        """Per-sample flag for attack row ``name``: adversarial prediction correct (on its
+        samples)."""
         if name not in self.adv_pred:
             raise KeyError(f"no per-sample predictions for {name!r}; have {sorted(self.adv_pred)}")
         idx = self.indices.get(name)
@@ -203,7 +211,8 @@ class EvaluationRecord:
             "wall_time_s": self.wall_time_s,
             "metrics": {name: row.to_dict() for name, row in self.metrics.items()},
             "per_sample": (
-                self.per_sample.to_dict() if include_per_sample and self.per_sample is not None else None
+                self.per_sample.to_dict()
+                if include_per_sample and self.per_sample is not None else None
             ),
         }
         return out
@@ -211,7 +220,9 @@ class EvaluationRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationRecord:
         """Inverse of :meth:`to_dict`; ConfigError naming a missing field."""
-        required = ("config", "config_hash", "versions", "machine", "wall_time_s", "metrics", "created")
+        required = (
+            "config", "config_hash", "versions", "machine", "wall_time_s", "metrics", "created"
+        )
         missing = [key for key in required if key not in data]
         if missing:
             raise ConfigError(f"not an evaluation record: missing field(s) {missing}")

@@ -117,8 +117,8 @@ class WhiteboxSpec:
 
     @property
     def text(self) -> str:
-        """Canonical spec text, e.g. ``pgd:eps=8/255,steps=10`` (parsed back by :func:`parse_whitebox`
-        to an equal spec)."""
+        """Canonical spec text, e.g. ``pgd:eps=8/255,steps=10`` (parsed back by
+        :func:`parse_whitebox` to an equal spec)."""
         parts = [f"eps={format_budget(self.eps)}"]
         if self.steps is not None:
             parts.append(f"steps={self.steps}")
@@ -152,8 +152,8 @@ def parse_whitebox(text: str) -> WhiteboxSpec:
     """Parse ``NAME:key=value,...``, e.g. ``pgd:eps=8/255,steps=10`` or ``fgsm:eps=4/255``.
 
     Known keys: ``eps`` (required; ``8/255`` or ``0.03``), ``steps``, ``limit``, ``seed``,
-    ``label``, ``on`` (encoder attacks: ``deployed`` or ``public``); any other key is passed to the attack (numbers and ``a/b`` fractions are parsed,
-    ``true``/``false`` become booleans).
+    ``label``, ``on`` (encoder attacks: ``deployed`` or ``public``); any other key is passed to the
+    attack (numbers and ``a/b`` fractions are parsed, ``true``/``false`` become booleans).
 
     Raises:
         ConfigError: malformed text, missing ``eps``, bad values.
@@ -210,7 +210,9 @@ def resolve_attack(name: str, overrides: Mapping[str, AttackFn] | None = None) -
         return encoder_attacks.get(name)  # type: ignore[no-any-return]
     if name not in WHITEBOX_ATTACKS:
         allowed = sorted({*WHITEBOX_ATTACKS.names(), *encoder_attacks.names()})
-        raise ConfigError(f"unknown per-sample attack {name!r}; allowed values: {', '.join(allowed)}")
+        raise ConfigError(
+            f"unknown per-sample attack {name!r}; allowed values: {', '.join(allowed)}"
+        )
     return WHITEBOX_ATTACKS.get(name)
 
 
@@ -241,7 +243,9 @@ def validate_spec(fn: AttackFn, spec: WhiteboxSpec) -> None:
         return
     unknown = sorted(set(kwargs) - set(parameters))
     if unknown:
-        allowed = sorted(k for k in parameters if k not in ("encoder", "model", "x", "y", "eps", "seed"))
+        allowed = sorted(
+            k for k in parameters if k not in ("encoder", "model", "x", "y", "eps", "seed")
+        )
         raise ConfigError(
             f"{spec.name}: unknown parameter(s) {unknown}; allowed: {', '.join(allowed)}"
         )

@@ -38,7 +38,9 @@ def select_subset(
         int64 ``(limit,)`` positions in increasing order, or ``None``.
     """
     if mode not in SUBSET_MODES:
-        raise ConfigError(f"subset mode {mode!r} is not allowed; allowed values: {', '.join(SUBSET_MODES)}")
+        raise ConfigError(
+            f"subset mode {mode!r} is not allowed; allowed values: {', '.join(SUBSET_MODES)}"
+        )
     n = int(labels.shape[0])
     if limit is None or limit <= 0 or limit >= n:
         return None
@@ -55,7 +57,9 @@ def select_subset(
     return torch.sort(perm[order[:limit]]).values
 
 
-def subset_info(labels: torch.Tensor, idx: torch.Tensor, limit: int, seed: int, mode: str) -> dict[str, Any]:
+def subset_info(
+    labels: torch.Tensor, idx: torch.Tensor, limit: int, seed: int, mode: str
+) -> dict[str, Any]:
     """What a subset is: mode, seed, limit, count, per-class counts and a digest of the indices."""
     chosen = labels.detach().cpu()[idx]
     classes, counts = torch.unique(chosen, return_counts=True)

@@ -37,4 +37,5 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(N, C, H, W)`` in [0, 1] -> logits ``(N, num_classes)``."""
-        return self.head(self.encoder(x))
+        logits: torch.Tensor = self.head(self.encoder(x))
+        return logits

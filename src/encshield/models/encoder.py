@@ -9,7 +9,7 @@ weights came from (:class:`Provenance`). It exposes named intermediate activatio
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -89,7 +89,7 @@ def normalize_input_size(
         raise ConfigError(
             f"input_size must be an int, (H, W) or (C, H, W) of positive sizes, got {input_size!r}"
         )
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 class Encoder(nn.Module):
@@ -142,7 +142,8 @@ class Encoder(nn.Module):
                     f"encoder input has {x.shape[1]} channels; this encoder expects "
                     f"{self.input_size[0]} (input_size {self.input_size})"
                 )
-        return self.backbone(self.normalization(x))
+        features: torch.Tensor = self.backbone(self.normalization(x))
+        return features
 
     # ---------------------------------------------------------------- intermediate activations
 
@@ -185,7 +186,7 @@ class Encoder(nn.Module):
         captured: dict[str, torch.Tensor] = {}
         handles: list[torch.utils.hooks.RemovableHandle] = []
 
-        def make_hook(layer: str):  # noqa: ANN202 - torch hook signature
+        def make_hook(layer: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
                 if isinstance(output, torch.Tensor):
                     captured[layer] = output.clone()

@@ -70,7 +70,8 @@ class MLPClassifier(nn.Module):
         """Features ``(N, in_dim)`` -> logits ``(N, out_dim)``."""
         x = self.dropout(self.relu(self.fc1(x)))
         x = self.relu(self.fc2(x))
-        return self.fc3(x)
+        logits: torch.Tensor = self.fc3(x)
+        return logits
 
 
 class ProjectionMLP(nn.Sequential):

@@ -15,8 +15,8 @@ def module_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (CPU for a module without any)."""
     for tensor in module.parameters():
         return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

@@ -153,7 +153,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        result: torch.Tensor = self.relu(out + identity)
+        return result
 
 
 class Bottleneck(nn.Module):
@@ -186,7 +187,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        result: torch.Tensor = self.relu(out + identity)
+        return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +316,8 @@ class ResNet(nn.Module):
                     nn.init.zeros_(module.last_bn().weight)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        stem: torch.Tensor = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images ``(N, C, H, W)`` -> features ``(N, feature_dim)``."""

@@ -119,7 +119,9 @@ def random_resized_crop(
     n, _, height, width = x.shape
     device = x.device
     area = torch.empty(n, tries, device=device).uniform_(*scale)
-    log_ratio = torch.empty(n, tries, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = torch.empty(n, tries, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1])
+    )
     aspect = log_ratio.exp()
     # Crop sides as fractions of the image sides (area fraction = w * h for square images).
     w = (area * aspect * height / width).sqrt()
@@ -171,7 +173,9 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     hb = (r - g) / safe + 4
     hue = torch.where(argmax == 0, hr, torch.where(argmax == 1, hg, hb)) / 6
     hue = torch.where(delta > 0, hue, torch.zeros_like(hue))
-    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), 0 * maxc)
+    sat = torch.where(
+        maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), 0 * maxc
+    )
     return torch.stack((hue % 1.0, sat, maxc), dim=1)
 
 

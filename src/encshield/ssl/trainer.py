@@ -136,11 +136,13 @@ class Pretrainer:
         self.method: SSLMethod = METHODS.get(config.method).from_args(encoder, config.method_args)
         self.method.to(self.device)
         if config.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            # torch's stubs omit Module.to(memory_format=...), which it accepts
+            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if config.compile:
             self.method.encoder.compile()
         dataset = data.load(
-            config.data.name, config.data.split, root=config.data.root, image_size=config.data.image_size
+            config.data.name, config.data.split, root=config.data.root,
+            image_size=config.data.image_size,
         )
         images = dataset.images[: config.data.limit] if config.data.limit else dataset.images
         self.images = images.contiguous().to(self.device)
@@ -158,7 +160,7 @@ class Pretrainer:
         self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.warmup_steps = int(config.optimizer.warmup_epochs * self.steps_per_epoch)
         self.step = 0
-        self._knn_data: tuple[Any, ...] | None = None
+        self._knn_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def _augment_config(self) -> AugmentConfig:
@@ -186,7 +188,7 @@ class Pretrainer:
         path = self.output_dir / STATE_FILE
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:  # noqa: BLE001 - report any unreadable state clearly
+        except Exception as error:  # report any unreadable state clearly
             raise CheckpointError(
                 f"cannot read the training state {path} ({error}); delete it to start over"
             ) from None
@@ -207,7 +209,7 @@ class Pretrainer:
         path = self.output_dir / "config.yaml"
         try:
             stored = PretrainConfig.model_validate(yaml.safe_load(path.read_text()))
-        except Exception:  # noqa: BLE001 - missing or unreadable: not the same
+        except Exception:  # missing or unreadable: not the same
             return False
         return stored == self.config
 
@@ -259,7 +261,9 @@ class Pretrainer:
         if epoch != self._perm_epoch:
             self._perm = _epoch_permutation(cfg.seed, epoch, self.images.shape[0])
             self._perm_epoch = epoch
-        batch_idx = self._perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(self.device)
+        batch_idx = self._perm[index * cfg.batch_size : (index + 1) * cfg.batch_size].to(
+            self.device
+        )
         torch.manual_seed(_step_seed(cfg.seed, self.step))
         views = make_views(self.images[batch_idx], self.augment)
         if cfg.channels_last:
@@ -271,7 +275,9 @@ class Pretrainer:
             losses = self.method.training_loss(views)
         loss = losses["loss"].float()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optimizer.lr")
+            raise FloatingPointError(
+                f"loss became {float(loss)} at step {self.step}; lower optimizer.lr"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -323,8 +329,10 @@ class Pretrainer:
                     self.save_state()
                 elif self.step == end:
                     self.save_state()
-                if epoch_end and cfg.knn.every_epochs and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0:
-                    record = {"step": self.step, "epoch": self.step // self.steps_per_epoch, **self.knn()}
+                if (epoch_end and cfg.knn.every_epochs
+                        and (self.step // self.steps_per_epoch) % cfg.knn.every_epochs == 0):
+                    record = {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                              **self.knn()}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 bar(completed=self.step)
@@ -343,7 +351,8 @@ class Pretrainer:
         suffix = "" if finished else f"-step{self.step}"
         path = self.output_dir / f"encoder{suffix}.safetensors"
         sha256 = save_encoder(
-            encoder.to("cpu").to(memory_format=torch.contiguous_format), path,
+            encoder.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
+            path,
             ssl_method=cfg.method, pretrain_data=f"{cfg.data.name}/{cfg.data.split}",
             config_hash=config_hash(cfg),
             extra={"step": self.step, "total_steps": self.total_steps,

@@ -70,8 +70,8 @@ def fit_attack(
     model = resolved.encoder.to(dev).eval()
     size = image_size or resolved.input_size
     data = surrogate.select(size, labelled=False)
-    labels = data.dataset.labels
-    if len(labels) and bool((labels < 0).all()):
+    labels: torch.Tensor | None = data.dataset.labels
+    if len(data.dataset.labels) and bool((data.dataset.labels < 0).all()):
         labels = None  # an unlabelled split (e.g. STL-10 unlabeled)
     head = resolved.surrogate_head if use_checkpoint_head else None
     perturbation = attack.fit(

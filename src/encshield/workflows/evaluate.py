@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ from encshield.evaluation.specs import (
     resolve_attack,
     validate_spec,
 )
+from encshield.models import Classifier, Encoder
 from encshield.workflows.specs import (
     DataSpec,
     EncoderSpec,
@@ -72,8 +73,8 @@ def load_perturbations(
     return loaded, described
 
 
-def _stored_model(model: str | os.PathLike[str] | nn.Module, device: torch.device
-                  ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def _stored_model(model: str | os.PathLike[str] | Classifier, device: torch.device
+                  ) -> tuple[Classifier, dict[str, Any], dict[str, Any]]:
     """``(classifier, model description, stored defense record)`` of a model file or object."""
     if isinstance(model, nn.Module):
         return model, {"type": type(model).__name__}, {}
@@ -108,7 +109,7 @@ def _public_encoder(spec: EncoderSpec | None, stored: dict[str, Any]) -> Resolve
 def evaluate_model(
     test: DataSpec,
     *,
-    model: str | os.PathLike[str] | nn.Module | None = None,
+    model: str | os.PathLike[str] | Classifier | None = None,
     encoder: EncoderSpec | None = None,
     train: DataSpec | None = None,
     head: str = "mlp",
@@ -177,7 +178,7 @@ def evaluate_model(
                            **dict(model_info.get("head") or {})}
         public = (_public_encoder(public_encoder, stored)
                   if any(s.kind == "encoder_public" for s in specs) else None)
-        size = image_size or int(classifier.encoder.input_size[-1])
+        size = image_size or int(cast(Encoder, classifier.encoder).input_size[-1])
     else:
         public = resolve_encoder(encoder)
         context["encoder"] = public.describe()
@@ -215,10 +216,12 @@ def evaluate_model(
         out_dim = (context["model"].get("head") or {}).get("out_dim")
         if out_dim is not None and int(out_dim) != test_data.num_classes:
             raise ConfigError(f"the model has {out_dim} outputs but {test.name} has "
-                              f"{test_data.num_classes} classes; evaluate on its downstream dataset")
+                              f"{test_data.num_classes} classes; evaluate on its downstream "
+                              "dataset")
     context["dataset"] = dataset_info
 
     started = time.perf_counter()
+    described: dict[str, dict[str, Any]]
     if isinstance(perturbations, Mapping):
         loaded, described = dict(perturbations), {}
     else:

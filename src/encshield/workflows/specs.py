@@ -192,7 +192,8 @@ class DataSpec:
     root: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
-        from encshield.data.api import DATASETS, parse_split
+        from encshield.data.api import parse_split
+        from encshield.data.base import DATASETS
 
         if not self.name:
             raise ConfigError("dataset name is empty; e.g. cifar10")

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from encshield.errors import ChecksumMismatchError, ConfigError, EncshieldError
+
+if TYPE_CHECKING:
+    from encshield.checkpoints import LoadedCheckpoint
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -86,7 +90,8 @@ def get(name: str, output: str | Path | None = None, *, zoo_dir: Path | None = N
         source = (zoo_dir or ZOO_DIR) / item.file
         if not source.is_file():
             raise EncshieldError(
-                f"zoo file {source} of {name!r} is missing; reinstall encshield or restore it from git"
+                f"zoo file {source} of {name!r} is missing; reinstall encshield or restore it "
+                "from git"
             )
         actual = sha256_file(source)
         if actual != item.sha256:
@@ -113,8 +118,9 @@ def get(name: str, output: str | Path | None = None, *, zoo_dir: Path | None = N
     return destination
 
 
-def load(name: str, *, zoo_dir: Path | None = None):
-    """Load zoo encoder ``name`` (verified) as a :class:`~encshield.checkpoints.LoadedCheckpoint`."""
+def load(name: str, *, zoo_dir: Path | None = None) -> LoadedCheckpoint:
+    """Load zoo encoder ``name`` (verified) as a
+    :class:`~encshield.checkpoints.LoadedCheckpoint`."""
     from encshield.checkpoints import load_encoder
 
     item = entry(name, zoo_dir)

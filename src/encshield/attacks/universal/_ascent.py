@@ -2,9 +2,9 @@
 
 Each step draws a mini-batch of surrogate images (seeded, reshuffled every pass), computes the
 attack's loss of ``clamp(x + delta, 0, 1)`` (to maximise), takes its gradient with respect to the
-delta only (:func:`torch.autograd.grad`) and applies ``delta <- clip(delta + alpha * sign(grad),
--eps, eps)``, as in the PAP repository's implementations (docs/methods.md, "Universal attacks"). The delta starts at
-``U(-eps, eps)``.
+delta only (:func:`torch.autograd.grad`) and applies
+``delta <- clip(delta + alpha * sign(grad), -eps, eps)``, as in the PAP repository's implementations
+(docs/methods.md, "Universal attacks"). The delta starts at ``U(-eps, eps)``.
 """
 
 from __future__ import annotations

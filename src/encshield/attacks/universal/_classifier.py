@@ -19,7 +19,7 @@ while images are already fooled, so late passes cost about one batched forward p
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field
@@ -28,6 +28,7 @@ from torch import nn
 from encshield.attacks.perturbation import Perturbation
 from encshield.attacks.universal.base import FitContext, UniversalAttack, UniversalAttackConfig
 from encshield.errors import ConfigError
+from encshield.models import Encoder
 from encshield.models.modules import module_device
 
 __all__ = ["ClassifierAttack", "ClassifierAttackConfig", "LogitsFn"]
@@ -43,7 +44,8 @@ class LogitsFn:
         self.full_classifier = full_classifier
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x) if self.full_classifier else self.head(self.encoder(x))
+        logits: torch.Tensor = self.head(x) if self.full_classifier else self.head(self.encoder(x))
+        return logits
 
 
 def _is_full_classifier(head: nn.Module) -> bool:
@@ -52,7 +54,9 @@ def _is_full_classifier(head: nn.Module) -> bool:
     return isinstance(head, Classifier)
 
 
-def make_logits_fn(encoder: nn.Module, head: nn.Module, image_shape: tuple[int, int, int]) -> LogitsFn:
+def make_logits_fn(
+    encoder: nn.Module, head: nn.Module, image_shape: tuple[int, int, int]
+) -> LogitsFn:
     """Wrap ``head`` and check on one blank image that it yields ``(1, C)`` logits, C >= 2."""
     if not isinstance(head, nn.Module):
         raise ConfigError(
@@ -100,6 +104,7 @@ class ClassifierAttack(UniversalAttack):
         "unchanged = 1 - fooling rate)"
     )
     Config = ClassifierAttackConfig
+    config: ClassifierAttackConfig
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -145,7 +150,7 @@ class ClassifierAttack(UniversalAttack):
                 "needs at least two"
             )
         classifier, record = train_head(
-            context.encoder,
+            cast(Encoder, context.encoder),  # the head is sized by its feature_dim
             images,
             labels,
             num_classes,
@@ -166,7 +171,9 @@ class ClassifierAttack(UniversalAttack):
 
     # --------------------------------------------------------------------------- walking
 
-    def _predict(self, fn: LogitsFn, context: FitContext, delta: torch.Tensor | None) -> torch.Tensor:
+    def _predict(
+        self, fn: LogitsFn, context: FitContext, delta: torch.Tensor | None
+    ) -> torch.Tensor:
         """Surrogate predictions on every surrogate image (with ``delta`` if given), in order."""
         out = []
         with torch.no_grad():
@@ -263,4 +270,5 @@ class ClassifierAttack(UniversalAttack):
     def _objective_values(
         self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        return (state(x).argmax(1) == state(x_adv).argmax(1)).float()
+        agree: torch.Tensor = (state(x).argmax(1) == state(x_adv).argmax(1)).float()
+        return agree

@@ -1,5 +1,5 @@
-"""``advencoder``: Adv-PER, the universal perturbation of AdvEncoder (Zhou, Li, Wang, Hu, Zhang,
-Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
+"""``advencoder``: Adv-PER, the universal perturbation of AdvEncoder (Zhou, Li, Wang, Hu, Zhang, Xu,
+Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
 
 A generator ``G`` (DCGAN-style stack of transposed convolutions) maps a fixed noise vector ``z``
 (sampled once from the seed) to a ``3 x H x W`` map; the universal perturbation is
@@ -19,10 +19,10 @@ so that each ``x' = clamp(x + delta, 0, 1)`` is pushed away from its own clean f
 perturbation stays in the high frequencies. ``r`` = 8 at 64 px, scaled with the image size
 (``radius * min(H, W) / 64``, i.e. 4 at 32 px).
 
-Generator: ``ConvTranspose(nz -> 8 ngf, 4x4) -> [ConvTranspose(c -> c/2, stride 2)]* -> 3``,
-each hidden layer with BatchNorm + ReLU, weights N(0, 0.02). The number of stride-2 stages adapts
-to the image size (the map is generated at the smallest ``4 * 2^n >= max(H, W)`` and centre-cropped):
-at 64 px with ``ngf=128`` it is exactly the official 100 -> 1024 -> 512 -> 256 -> 128 -> 3 stack.
+Generator: ``ConvTranspose(nz -> 8 ngf, 4x4) -> [ConvTranspose(c -> c/2, stride 2)]* -> 3``, each
+hidden layer with BatchNorm + ReLU, weights N(0, 0.02). The number of stride-2 stages adapts to the
+image size (the map is generated at the smallest ``4 * 2^n >= max(H, W)`` and centre-cropped): at 64
+px with ``ngf=128`` it is exactly the official 100 -> 1024 -> 512 -> 256 -> 128 -> 3 stack.
 
 Deviations from the official code (documented on purpose):
 
@@ -119,7 +119,7 @@ class PerturbationGenerator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)
+        out: torch.Tensor = self.net(z)
         h, w = self.size
         top, left = (self.full - h) // 2, (self.full - w) // 2
         return out[:, :, top : top + h, left : left + w]
@@ -133,7 +133,8 @@ def high_pass(x: torch.Tensor, radius: float) -> torch.Tensor:
     xs = torch.arange(w, device=x.device, dtype=torch.float32) - w // 2
     keep = (ys.view(-1, 1).pow(2) + xs.view(1, -1).pow(2)) >= radius**2
     spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)) * keep
-    return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+    filtered: torch.Tensor = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+    return filtered
 
 
 class AdvEncoderConfig(UniversalAttackConfig):
@@ -170,6 +171,8 @@ class AdvEncoder(UniversalAttack):
             description="delta = eps * tanh(G'(z)) or the official clamp(tanh(G'(z)), -eps, eps)",
         )
 
+    config: Config
+
     # ----------------------------------------------------------------- what the map becomes
 
     def _setup(self, context: FitContext) -> None:
@@ -202,7 +205,7 @@ class AdvEncoder(UniversalAttack):
         net.train()
         z = context.randn(1, cfg.nz, 1, 1)
         params = [p for p in net.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         radius = cfg.radius * min(h, w) / cfg.radius_reference_size
         encoder = context.encoder
         steps_per_epoch = math.ceil(context.num_images / cfg.batch_size)

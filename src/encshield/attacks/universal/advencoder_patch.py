@@ -1,5 +1,6 @@
-"""``advencoder_patch``: Adv-PAT, the universal adversarial patch of AdvEncoder (Zhou, Li, Wang,
-Hu, Zhang, Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal attacks".
+"""``advencoder_patch``: Adv-PAT, the universal adversarial patch of AdvEncoder (Zhou, Li, Wang, Hu,
+Zhang, Xu, Jin, "Downstream-agnostic Adversarial Examples", ICCV 2023), docs/methods.md, "Universal
+attacks".
 
 Same generator and loss as Adv-PER (:mod:`encshield.attacks.universal.advencoder`), but the
 generator's map is pasted as a square patch instead of added: ``x' = x * (1 - m) + P * m`` with
@@ -82,6 +83,9 @@ class AdvEncoderPatch(AdvEncoder):
         position: tuple[int, int] | None = Field(
             None, description="explicit (top, left) of the patch; None = the bottom-right rule"
         )
+
+    # the patch's options replace the perturbation's ``output``: not a subtype of Adv-PER's Config
+    config: Config  # type: ignore[assignment]
 
     def _setup(self, context: FitContext) -> None:
         _, h, w = context.image_shape

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +39,7 @@ from encshield.config import config_hash, resolve
 from encshield.errors import ConfigError, ImageRangeError
 from encshield.images import check_images, to_float
 from encshield.models.modules import frozen, module_device
-from encshield.progress import progress
+from encshield.progress import Advance, progress
 from encshield.registry import Registry
 
 __all__ = [
@@ -55,7 +56,8 @@ __all__ = [
     "module_device",
 ]
 
-#: The DAE protocol's default L-inf budget (docs/methods.md, "Universal attacks"): 10/255 at any image size.
+#: The DAE protocol's default L-inf budget (docs/methods.md, "Universal attacks"): 10/255 at any
+#: image size.
 DEFAULT_EPS = 10 / 255
 
 #: Registry of universal attacks: name -> :class:`UniversalAttack` subclass.
@@ -261,7 +263,7 @@ class FitContext:
         while True:
             yield from self.epoch(batch_size)
 
-    def bar(self, total: int, description: str):  # noqa: ANN201
+    def bar(self, total: int, description: str) -> AbstractContextManager[Advance]:
         """Progress bar context manager (no-op unless ``progress``)."""
         return progress(description, total, enabled=self.progress)
 
@@ -286,9 +288,9 @@ class UniversalAttackConfig(BaseModel):
 class UniversalAttack:
     """Base class of universal attacks: ``fit(encoder, surrogate_images) -> Perturbation``.
 
-    Subclasses get :attr:`name` from ``@UNIVERSAL_ATTACKS.register(name)``, :attr:`kind`, :attr:`stochastic`,
-    :attr:`paper`, a nested pydantic ``Config`` (every field defaulted) and implement
-    :meth:`_fit` and :meth:`_objective_values`.
+    Subclasses get :attr:`name` from ``@UNIVERSAL_ATTACKS.register(name)``, :attr:`kind`,
+    :attr:`stochastic`, :attr:`paper`, a nested pydantic ``Config`` (every field defaulted) and
+    implement :meth:`_fit` and :meth:`_objective_values`.
 
     Args:
         config: a ``Config`` instance or a dict of its fields (validated; errors name the field,
@@ -307,7 +309,9 @@ class UniversalAttack:
     objective_name: ClassVar[str] = ""
     Config: ClassVar[type[UniversalAttackConfig]] = UniversalAttackConfig
 
-    def __init__(self, config: UniversalAttackConfig | dict[str, Any] | None = None, **overrides: Any):
+    def __init__(
+        self, config: UniversalAttackConfig | dict[str, Any] | None = None, **overrides: Any
+    ):
         self.config = resolve(self.Config, config, **overrides)
 
     def __repr__(self) -> str:
@@ -424,7 +428,7 @@ class UniversalAttack:
         provenance = getattr(encoder, "provenance", None)
         try:
             prov = provenance.to_dict() if provenance is not None else None
-        except Exception:  # noqa: BLE001 - never fail a fit over a metadata detail
+        except Exception:  # never fail a fit over a metadata detail
             prov = {"repr": repr(provenance)}
         images = context.images
         surrogate: dict[str, Any] = {

@@ -7,12 +7,12 @@ activation) of a *low* layer of the encoder at ``x + delta`` by sign-gradient as
 ``[-eps, eps]``. Three variants:
 
 * ``base`` (L4A_base): ``mean(phi_l(x + delta)^2)``, ``l`` = ``layer`` (default ``layer1``; the
-  PAP README hooks the stem of its ImageNet ResNet, docs/methods.md, "Universal attacks" allows conv1/bn1/relu or
-  layer1 for the family's encoders). On a CIFAR-stem ResNet (one 3x3 convolution, no max-pool)
-  the stem is too shallow: chosen on the attacker's side only (mean cosine distance of the
-  encoder's embedding between x and x + delta on held-out Tiny-ImageNet images, zoo SimCLR tiny
-  encoder), the stem objective moved the embedding 0.014 (uniform noise of the same budget:
-  0.008), ``layer1`` 0.138 (SSP: 0.197). ``layer="relu"`` gives the README's stem variant.
+  PAP README hooks the stem of its ImageNet ResNet, docs/methods.md, "Universal attacks" allows
+  conv1/bn1/relu or layer1 for the family's encoders). On a CIFAR-stem ResNet (one 3x3 convolution,
+  no max-pool) the stem is too shallow: chosen on the attacker's side only (mean cosine distance of
+  the encoder's embedding between x and x + delta on held-out Tiny-ImageNet images, zoo SimCLR tiny
+  encoder), the stem objective moved the embedding 0.014 (uniform noise of the same budget: 0.008),
+  ``layer1`` 0.138 (SSP: 0.197). ``layer="relu"`` gives the README's stem variant.
 * ``fuse`` (L4A_fuse): ``mean(phi_l^2) + fuse_weight * mean(phi_l2^2)`` with ``l2`` =
   ``fuse_layer`` (default ``relu``, the stem: the pair stem + layer1). ``fuse_weight`` defaults
   to 1.0 (both layers weighted equally; the method notes give no value for it; configurable).
@@ -91,6 +91,8 @@ class PAP(UniversalAttack):
                 if not 0 <= lo <= hi:
                     raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high")
             return self
+
+    config: Config
 
     def _layers(self) -> list[str]:
         if self.config.variant == "fuse":

@@ -42,6 +42,8 @@ class RandomNoise(UniversalAttack):
             "uniform", description="uniform: U(-eps, eps); sign: ±eps with probability 1/2 each"
         )
 
+    config: Config
+
     def _fit(self, context: FitContext) -> Perturbation:
         if self.config.distribution == "uniform":
             delta = context.uniform_delta()

@@ -1,6 +1,7 @@
 """``ssp``: the feature-disruption objective of the Self-Supervised Perturbation (Naseer, Khan,
 Hayat, Khan, Porikli, "A Self-supervised Approach for Adversarial Robustness", CVPR 2020), in its
-universal variant as implemented by the PAP repository's baseline (docs/methods.md, "Universal attacks").
+universal variant as implemented by the PAP repository's baseline (docs/methods.md, "Universal
+attacks").
 
 Label-free, feature space: hook an intermediate layer ``phi`` of the encoder (default
 ``layer2`` of our ResNets, configurable with any name of ``Encoder.layer_names()``), and maximise
@@ -54,6 +55,8 @@ class SSP(UniversalAttack):
     class Config(SignAscentConfig):
         layer: str = Field("layer2", description="hooked layer (a name of Encoder.layer_names())")
 
+    config: Config
+
     def _fit(self, context: FitContext) -> Perturbation:
         tap = ActivationTap(context.encoder, self.config.layer)
         layer = self.config.layer
@@ -75,5 +78,6 @@ class SSP(UniversalAttack):
         self, encoder: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, state: Any
     ) -> torch.Tensor:
         layer = self.config.layer
-        clean, adv = state(x)[layer], state(x_adv)[layer]
+        clean: torch.Tensor = state(x)[layer]
+        adv: torch.Tensor = state(x_adv)[layer]
         return -(adv.pow(2) - clean.pow(2)).pow(2).flatten(1).mean(1)

@@ -1,12 +1,12 @@
 """``uap``: Universal Adversarial Perturbations (Moosavi-Dezfooli, Fawzi, Fawzi, Frossard,
 "Universal adversarial perturbations", CVPR 2017), on a surrogate classifier of the encoder.
 
-Algorithm (paper, Alg. 1; docs/methods.md, "Universal attacks"): ``delta = 0``; pass over the surrogate images in a
-seeded random order; whenever the surrogate classifier's label of ``x + delta`` still equals its
-label of ``x``, add the DeepFool perturbation of ``x + delta`` (Moosavi-Dezfooli et al.,
-CVPR 2016: top-10 candidate classes, overshoot 0.02, at most 50 iterations) and project delta onto
-the L-inf ball ``[-eps, eps]``; stop after the pass in which the fooling rate on the surrogate set
-reaches ``target_fooling_rate`` (0.8) or after ``max_passes`` (5).
+Algorithm (paper, Alg. 1; docs/methods.md, "Universal attacks"): ``delta = 0``; pass over the
+surrogate images in a seeded random order; whenever the surrogate classifier's label of
+``x + delta`` still equals its label of ``x``, add the DeepFool perturbation of ``x + delta``
+(Moosavi-Dezfooli et al., CVPR 2016: top-10 candidate classes, overshoot 0.02, at most 50
+iterations) and project delta onto the L-inf ball ``[-eps, eps]``; stop after the pass in which the
+fooling rate on the surrogate set reaches ``target_fooling_rate`` (0.8) or after ``max_passes`` (5).
 
 DeepFool here is batched over the candidate classes: the image is replicated once per candidate
 and one backward gives every candidate's gradient. ``norm="l2"`` (default) is the classic
@@ -14,10 +14,10 @@ DeepFool step (``|f_k| / ||w_k||_2`` along ``w_k``) followed by the L-inf projec
 reference implementations; ``norm="linf"`` uses DeepFool's L-inf variant (``|f_k| / ||w_k||_1``
 along ``sign(w_k)``), which spends the budget faster.
 
-Deviations from the PAP-repo baseline (docs/methods.md, "Universal attacks"): no data augmentation of the surrogate
-images; images are clamped to [0, 1] whenever ``x + delta`` is fed to the model (the encoder's
-pixel contract), so DeepFool works on the clamped image. The surrogate classifier is described in
-:mod:`encshield.attacks.universal._classifier`.
+Deviations from the PAP-repo baseline (docs/methods.md, "Universal attacks"): no data augmentation
+of the surrogate images; images are clamped to [0, 1] whenever ``x + delta`` is fed to the model
+(the encoder's pixel contract), so DeepFool works on the clamped image. The surrogate classifier is
+described in :mod:`encshield.attacks.universal._classifier`.
 
 Objective (lower = better for the attacker): the surrogate classifier's agreement rate.
 """
@@ -61,7 +61,9 @@ def deepfool(
     k = min(int(num_candidates), int(logits.shape[1]))
     candidates = logits[0].argsort(descending=True)[:k]
     if int(candidates[0]) != label:  # ties: keep the predicted label first
-        candidates = torch.cat([candidates.new_tensor([label]), candidates[candidates != label]])[:k]
+        candidates = torch.cat(
+            [candidates.new_tensor([label]), candidates[candidates != label]]
+        )[:k]
     column = candidates.view(k, 1)
     r_total = torch.zeros_like(x)
     for _ in range(int(max_iter)):
@@ -90,7 +92,8 @@ def deepfool(
 
 @UNIVERSAL_ATTACKS.register("uap")
 class UAP(ClassifierAttack):
-    """Universal adversarial perturbation by accumulated DeepFool steps on a surrogate classifier."""
+    """Universal adversarial perturbation by accumulated DeepFool steps on a surrogate
+    classifier."""
 
     paper = (
         "Moosavi-Dezfooli, Fawzi, Fawzi, Frossard. Universal adversarial perturbations. CVPR 2017"
@@ -103,6 +106,8 @@ class UAP(ClassifierAttack):
         norm: Literal["l2", "linf"] = Field(
             "l2", description="DeepFool step: l2 (then L-inf projection) or the linf variant"
         )
+
+    config: Config
 
     stochastic = True  # the order of the surrogate images is drawn from the seed
 

@@ -2,14 +2,14 @@
 adversarial attack via enhanced projected gradient descent", ICIP 2020; "UAPEPGD" in the PAP
 repository), on a surrogate classifier of the encoder.
 
-Algorithm (docs/methods.md, "Universal attacks"): walk over the surrogate images in a seeded random order; for each
-image the surrogate classifier does not yet misclassify (prediction on ``x + delta`` equal to the
-prediction on ``x``), run at most ``steps`` (10) steps of a momentum-like sign-PGD on a per-image
-perturbation ``delta0`` (starting at 0) that maximises the cross-entropy of the L2-normalised
-surrogate logits ``z / ||z||_2`` of ``x + delta + delta0`` with respect to the clean prediction
-(METHODS.md 6.3: "CE(normalised logits, clean label)"; the PAP code normalises the logits before
-the cross-entropy, which bounds them to the unit sphere and so changes the gradient's direction
-and its sign pattern, not just its scale)::
+Algorithm (docs/methods.md, "Universal attacks"): walk over the surrogate images in a seeded random
+order; for each image the surrogate classifier does not yet misclassify (prediction on ``x + delta``
+equal to the prediction on ``x``), run at most ``steps`` (10) steps of a momentum-like sign-PGD on a
+per-image perturbation ``delta0`` (starting at 0) that maximises the cross-entropy of the
+L2-normalised surrogate logits ``z / ||z||_2`` of ``x + delta + delta0`` with respect to the clean
+prediction (METHODS.md 6.3: "CE(normalised logits, clean label)"; the PAP code normalises the logits
+before the cross-entropy, which bounds them to the unit sphere and so changes the gradient's
+direction and its sign pattern, not just its scale)::
 
     v      <- momentum * v + weight_decay * (x + delta0) + grad      (momentum 0.5, wd 1e-5)
     delta0 <- delta0 + alpha * sign(v)
@@ -68,6 +68,8 @@ class UAPGD(ClassifierAttack):
         )
         momentum: float = Field(0.5, ge=0, lt=1, description="velocity decay")
         weight_decay: float = Field(1e-5, ge=0, description="coefficient of (x + delta0) in v")
+
+    config: Config
 
     stochastic = True  # the order of the surrogate images is drawn from the seed
 

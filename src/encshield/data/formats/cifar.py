@@ -67,10 +67,13 @@ class _Cifar(DatasetFormat):
         return True
 
     def _pickle_groups(self, container: Container) -> dict[str, dict[str, FileEntry]]:
-        wanted = {n for files in self.split_files.values() for n in files} | {"batches.meta", "meta"}
+        wanted = {n for files in self.split_files.values() for n in files}
+        wanted |= {"batches.meta", "meta"}
         return by_parent(container, lambda e: e.name in wanted, f"{self.name}:pickles")
 
-    def _imagefolder(self, container: Container, split: str) -> tuple[list[tuple[FileEntry, int]], set[str]]:
+    def _imagefolder(
+        self, container: Container, split: str
+    ) -> tuple[list[tuple[FileEntry, int]], set[str]]:
         """Images of ``split`` as (entry, official label) in label then natural name order, and
         the names of class folders that are not classes of this dataset (ignored)."""
         key = f"{self.name}:imagefolder"
@@ -146,16 +149,20 @@ class _Cifar(DatasetFormat):
                 items, ignored = self._imagefolder(container, split)
                 if items:
                     layout.splits[split] = SplitFiles(
-                        [e for e, _ in items], count=len(items), data={"labels": [l for _, l in items]}
+                        [e for e, _ in items], count=len(items),
+                        data={"labels": [label for _, label in items]},
                     )
                     if ignored:
                         layout.notes.append(
                             f"{split}: ignored folders that are not {self.title} classes: "
                             f"{', '.join(sorted(ignored))}"
                         )
-                    missing_classes = len(self.classes) - len({l for _, l in items})
+                    missing_classes = len(self.classes) - len({label for _, label in items})
                     if missing_classes:
-                        layout.notes.append(f"{split}: {missing_classes} of {len(self.classes)} classes have no images")
+                        layout.notes.append(
+                            f"{split}: {missing_classes} of {len(self.classes)} classes have "
+                            "no images"
+                        )
                     break
             else:
                 layout.missing[split] = f"no {split}/<class>/ images found"
@@ -189,7 +196,7 @@ class _Cifar(DatasetFormat):
                 f"{entry.display} is not a plain {self.title} data pickle: {error}. It was refused "
                 "without running anything; delete it and download the official file again."
             ) from None
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        except Exception as error:  # any unpickling failure means a bad file
             raise DatasetCorruptError(
                 f"{entry.display} is not a valid {self.title} pickle ({type(error).__name__}: "
                 f"{error}); it is truncated or damaged: delete it and download it again."
@@ -200,7 +207,8 @@ class _Cifar(DatasetFormat):
             )
         images = _get(obj, "data")
         labels = _get(obj, self.label_key)
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
+        if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2
+                or images.shape[1] != 3072):
             shape = getattr(images, "shape", None)
             raise DatasetCorruptError(
                 f"{entry.display}: 'data' must be a uint8 array (N, 3072), got "
@@ -209,7 +217,9 @@ class _Cifar(DatasetFormat):
         try:
             label_array = np.asarray(labels, dtype=np.int64).reshape(-1)
         except (TypeError, ValueError):
-            raise DatasetCorruptError(f"{entry.display}: {self.label_key!r} is not a list of ints") from None
+            raise DatasetCorruptError(
+                f"{entry.display}: {self.label_key!r} is not a list of ints"
+            ) from None
         if label_array.shape[0] != images.shape[0]:
             raise DatasetCorruptError(
                 f"{entry.display}: {images.shape[0]} images but {label_array.shape[0]} labels "
@@ -261,7 +271,9 @@ class Cifar10(_Cifar):
         ),
     )
     known_files = {
-        "CIFAR-10-images.tar.xz": "ee4de3d7485a82602fe0c7f64386db4141a1515771a513ac5dc89b5bf832dff9",
+        "CIFAR-10-images.tar.xz": (
+            "ee4de3d7485a82602fe0c7f64386db4141a1515771a513ac5dc89b5bf832dff9"
+        ),
     }
 
 

@@ -19,7 +19,9 @@ def entries_of(container: Container) -> list[FileEntry]:
     return container.entries or []
 
 
-def by_parent(container: Container, keep: Callable[[FileEntry], bool], memo_key: str) -> dict[str, dict[str, FileEntry]]:
+def by_parent(
+    container: Container, keep: Callable[[FileEntry], bool], memo_key: str
+) -> dict[str, dict[str, FileEntry]]:
     """``{parent folder: {file name: entry}}`` for the entries ``keep`` accepts (memoised)."""
     cached = container.memo.get(memo_key)
     if cached is not None:
@@ -90,7 +92,9 @@ def peek_image_size(layout: Layout, entry: FileEntry) -> tuple[int, int, int]:
     return layout.shared[key]  # type: ignore[no-any-return]
 
 
-def parse_csv(data: bytes, what: str, *, delimiter: str = ";", required: Sequence[str]) -> list[dict[str, str]]:
+def parse_csv(
+    data: bytes, what: str, *, delimiter: str = ";", required: Sequence[str]
+) -> list[dict[str, str]]:
     """Rows of a delimited text file with a header; raises DatasetCorruptError naming ``what``."""
     try:
         text = data.decode("utf-8-sig")
@@ -100,7 +104,9 @@ def parse_csv(data: bytes, what: str, *, delimiter: str = ";", required: Sequenc
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        raise DatasetCorruptError(f"{what} is empty; delete it and extract/download it again") from None
+        raise DatasetCorruptError(
+            f"{what} is empty; delete it and extract/download it again"
+        ) from None
     missing = [c for c in required if c not in header]
     if missing:
         raise DatasetCorruptError(

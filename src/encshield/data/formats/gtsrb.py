@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -77,9 +78,23 @@ GTSRB_CLASSES: tuple[str, ...] = (
 
 DEFAULT_SIZE: Size = (32, 32)
 _BASE = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
-_TRAIN_RE = re.compile(r"^(?P<prefix>(?:.*/)?)Final_Training/Images/(?P<cls>\d{5})/(?P<file>[^/]+)$")
-_TEST_RE = re.compile(r"^(?P<prefix>(?:.*/)?)Final_Test/Images/(?P<file>[^/]+\.ppm)$", re.IGNORECASE)
+_TRAIN_RE = re.compile(
+    r"^(?P<prefix>(?:.*/)?)Final_Training/Images/(?P<cls>\d{5})/(?P<file>[^/]+)$"
+)
+_TEST_RE = re.compile(
+    r"^(?P<prefix>(?:.*/)?)Final_Test/Images/(?P<file>[^/]+\.ppm)$", re.IGNORECASE
+)
 _GT_NAME = "gt-final_test.csv"
+
+
+class _ClassImages(TypedDict):
+    ppm: list[FileEntry]
+
+
+class _ClassFolder(_ClassImages, total=False):
+    """One class folder of the training set: its images and (normally) its annotation file."""
+
+    csv: FileEntry
 
 
 class Gtsrb(DatasetFormat):
@@ -98,15 +113,20 @@ class Gtsrb(DatasetFormat):
                  None, md5="fe31e9c9270bbcd7b84b7f21a9d9d9e5"),
     )
     known_files = {
-        "GTSRB_Final_Training.tar.xz": "d6817073d58ea8fd89b86b473e60ab2bc84f0628a05dcca58beef6b2f5bec8d5",
-        "GTSRB_Final_Test.tar.xz": "7db2ae7f2ebca6e4473ae8182a5aae1a5d0300c8094251ba6904fcddcfded0d8",
+        "GTSRB_Final_Training.tar.xz": (
+            "d6817073d58ea8fd89b86b473e60ab2bc84f0628a05dcca58beef6b2f5bec8d5"
+        ),
+        "GTSRB_Final_Test.tar.xz": (
+            "7db2ae7f2ebca6e4473ae8182a5aae1a5d0300c8094251ba6904fcddcfded0d8"
+        ),
     }
     version = 1
 
     # -- finding -------------------------------------------------------------------------------
 
-    def _train(self, container: Container) -> dict[str, object] | None:
-        groups: dict[str, dict[str, dict[str, list[FileEntry] | FileEntry]]] = {}
+    def _train(self, container: Container) -> dict[str, Any] | None:
+        """``{"prefix": str, "folders": {class: {"ppm": [entries], "csv": entry}}}``."""
+        groups: dict[str, dict[str, _ClassFolder]] = {}
         for entry in container.entries or []:
             m = _TRAIN_RE.match(entry.path)
             if not m:
@@ -114,7 +134,7 @@ class Gtsrb(DatasetFormat):
             folder = groups.setdefault(m["prefix"], {}).setdefault(m["cls"], {"ppm": []})
             name = m["file"]
             if name.lower().endswith(".ppm"):
-                folder["ppm"].append(entry)  # type: ignore[union-attr]
+                folder["ppm"].append(entry)
             elif name.lower() == f"gt-{m['cls']}.csv":
                 folder["csv"] = entry
         candidates = [(p, f) for p, f in groups.items() if any(c["ppm"] for c in f.values())]
@@ -140,13 +160,13 @@ class Gtsrb(DatasetFormat):
             train = self._train(container)
             if train is None:
                 continue
-            folders = train["folders"]
+            folders: dict[str, _ClassFolder] = train["folders"]
             entries: list[FileEntry] = []
-            for folder in folders.values():  # type: ignore[union-attr]
+            for folder in folders.values():
                 entries.extend(folder["ppm"])
                 if "csv" in folder:
                     entries.append(folder["csv"])
-            count = sum(len(f["ppm"]) for f in folders.values())  # type: ignore[union-attr]
+            count = sum(len(f["ppm"]) for f in folders.values())
             layout.splits["train"] = SplitFiles(entries, count=count, data=train)
             break
         else:
@@ -163,10 +183,14 @@ class Gtsrb(DatasetFormat):
         if test is not None:
             prefix, images = test
             # prefer the GT file next to the images, then any other
-            gt_candidates.sort(key=lambda e: (e.container is not test_container, e.path.count("/"), e.path))
+            gt_candidates.sort(
+                key=lambda e: (e.container is not test_container, e.path.count("/"), e.path)
+            )
             gt = gt_candidates[0] if gt_candidates else None
             entries = list(images) + ([gt] if gt else [])
-            layout.splits["test"] = SplitFiles(entries, count=len(images), data={"images": images, "gt": gt})
+            layout.splits["test"] = SplitFiles(
+                entries, count=len(images), data={"images": images, "gt": gt}
+            )
             if gt is None:
                 layout.notes.append(
                     "test labels (GT-final_test.csv from GTSRB_Final_Test_GT.zip) are missing"
@@ -234,7 +258,9 @@ class Gtsrb(DatasetFormat):
                 for row in rows:
                     i = position.get((csv_entry.parent, row["Filename"]))
                     if i is None:
-                        raise self._corrupt(csv_entry.display, f"lists {row['Filename']!r}, which is missing")
+                        raise self._corrupt(
+                            csv_entry.display, f"lists {row['Filename']!r}, which is missing"
+                        )
                     label = parse_int(row["ClassId"], csv_entry.display)
                     if label != int(cls):
                         raise self._corrupt(
@@ -254,14 +280,14 @@ class Gtsrb(DatasetFormat):
                 )
             arrays, blobs = read_images_and_files(images, [gt])
             rows = self._rows(gt, blobs)
-            position = {e.name: i for i, e in enumerate(images)}
+            by_name = {e.name: i for i, e in enumerate(images)}
             if len(rows) != len(images):
                 raise self._corrupt(
                     gt.display,
                     f"{len(rows)} rows but {len(images)} test images (image/label count mismatch)",
                 )
             for row in rows:
-                i = position.get(row["Filename"])
+                i = by_name.get(row["Filename"])
                 if i is None:
                     raise self._corrupt(gt.display, f"lists {row['Filename']!r}, which is missing")
                 order.append(i)

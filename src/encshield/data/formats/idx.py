@@ -58,20 +58,21 @@ class _Idx(DatasetFormat):
     def _groups(self, container: Container) -> dict[tuple[str, str], dict[str, FileEntry]]:
         key = "idx"
         cached = container.memo.get(key)
-        if cached is None:
-            cached = {}
-            for entry in container.entries or []:
-                m = _NAME_RE.match(entry.name)
-                if not m or (m["kind"] == "images") != (m["dims"] == "3"):
-                    continue
-                split = _SPLIT[m["split"].lower()]
-                slot = cached.setdefault((entry.parent, split), {})
-                kind = m["kind"].lower()
-                # prefer the uncompressed file when both exist
-                if kind not in slot or slot[kind].name.endswith(".gz"):
-                    slot[kind] = entry
-            container.memo[key] = cached
-        return cached  # type: ignore[return-value]
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        groups: dict[tuple[str, str], dict[str, FileEntry]] = {}
+        for entry in container.entries or []:
+            m = _NAME_RE.match(entry.name)
+            if not m or (m["kind"] == "images") != (m["dims"] == "3"):
+                continue
+            split = _SPLIT[m["split"].lower()]
+            slot = groups.setdefault((entry.parent, split), {})
+            kind = m["kind"].lower()
+            # prefer the uncompressed file when both exist
+            if kind not in slot or slot[kind].name.endswith(".gz"):
+                slot[kind] = entry
+        container.memo[key] = groups
+        return groups
 
     def find(self, containers: Sequence[Container]) -> Layout | None:
         layout = Layout(kind="idx")
@@ -88,7 +89,9 @@ class _Idx(DatasetFormat):
                         layout.splits[split] = SplitFiles([slot["images"], slot["labels"]])
                         break
                     if split not in half:
-                        have, lack = (("images", "labels") if "images" in slot else ("labels", "images"))
+                        have, lack = (
+                            ("images", "labels") if "images" in slot else ("labels", "images")
+                        )
                         prefix = "train" if split == "train" else "t10k"
                         dims = 3 if lack == "images" else 1
                         half[split] = (
@@ -121,7 +124,9 @@ class _Idx(DatasetFormat):
             raise self._corrupt(entry, f"magic number 0x{found:08x}, expected 0x{magic:08x}")
         return tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
 
-    def _size_error(self, entry: FileEntry, dims: tuple[int, ...], found: int) -> DatasetCorruptError:
+    def _size_error(
+        self, entry: FileEntry, dims: tuple[int, ...], found: int
+    ) -> DatasetCorruptError:
         """The error for ``found`` data bytes where the header ``dims`` announce another number."""
         if len(dims) == 3:
             what = "pixel bytes"
@@ -199,7 +204,9 @@ class _Idx(DatasetFormat):
         grey = np.frombuffer(raw_images, dtype=np.uint8, offset=16).reshape(n, rows, cols)
         labels = np.frombuffer(raw_labels, dtype=np.uint8, offset=8).astype(np.int64)
         if labels.size and labels.max() >= len(self.classes):
-            raise self._corrupt(labels_entry, f"label {labels.max()} outside 0..{len(self.classes) - 1}")
+            raise self._corrupt(
+                labels_entry, f"label {labels.max()} outside 0..{len(self.classes) - 1}"
+            )
         return Decoded(grey_to_rgb(grey), labels, self.classes, True)
 
 

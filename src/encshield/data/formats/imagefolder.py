@@ -43,21 +43,27 @@ class ImageFolder(DatasetFormat):
                 by_prefix.setdefault("/".join(parts[:-3]), []).append(entry)
             if not by_prefix:
                 continue
-            prefix = min(by_prefix, key=lambda p: (p.count("/") + (1 if p else 0), -len(by_prefix[p]), p))
+            prefix = min(
+                by_prefix, key=lambda p: (p.count("/") + (1 if p else 0), -len(by_prefix[p]), p)
+            )
             items = by_prefix[prefix]
             classes = sorted({e.path.split("/")[-2] for e in items})
             index = {c: i for i, c in enumerate(classes)}
             splits: dict[str, list[FileEntry]] = {}
             for entry in items:
                 splits.setdefault(entry.path.split("/")[-3], []).append(entry)
-            layout = Layout(kind="imagefolder", shared={"classes": tuple(classes), "prefix": prefix})
+            layout = Layout(
+                kind="imagefolder", shared={"classes": tuple(classes), "prefix": prefix}
+            )
             for split in sorted(splits):
                 buckets: dict[int, list[FileEntry]] = {}
                 for entry in splits[split]:
                     buckets.setdefault(index[entry.path.split("/")[-2]], []).append(entry)
                 ordered = [e for label in sorted(buckets) for e in sort_entries(buckets[label])]
                 labels = [index[e.path.split("/")[-2]] for e in ordered]
-                layout.splits[split] = SplitFiles(ordered, count=len(ordered), data={"labels": labels})
+                layout.splits[split] = SplitFiles(
+                    ordered, count=len(ordered), data={"labels": labels}
+                )
             return layout
         return None
 

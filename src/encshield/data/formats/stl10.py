@@ -111,7 +111,9 @@ class Stl10(DatasetFormat):
         x_entry = files.entries[0]
         raw = np.frombuffer(blobs[x_entry.name], dtype=np.uint8)
         if raw.size != n * _IMAGE_BYTES:
-            raise DatasetCorruptError(f"{x_entry.display} changed size while reading; read it again")
+            raise DatasetCorruptError(
+                f"{x_entry.display} changed size while reading; read it again"
+            )
         images = np.ascontiguousarray(raw.reshape(n, 3, 96, 96).transpose(0, 1, 3, 2))
         if split == "unlabeled":
             labels = np.full(n, -1, dtype=np.int64)

@@ -72,7 +72,10 @@ def _mat_extent(source: Any, what: str, path: Path) -> tuple[int, int] | None:
 class Svhn(DatasetFormat):
     name = "svhn"
     title = "SVHN"
-    description = "Street View House Numbers, cropped 32x32 digits: 73,257 train, 26,032 test, 531,131 extra"
+    description = (
+        "Street View House Numbers, cropped 32x32 digits: 73,257 train, 26,032 test, "
+        "531,131 extra"
+    )
     homepage = "http://ufldl.stanford.edu/housenumbers/"
     splits = ("train", "test", "extra")
     folder_names = ("svhn",)
@@ -106,8 +109,8 @@ class Svhn(DatasetFormat):
         sha = self.expected_checksum(entry.name)
         hint = f" (expected {sha})" if sha else ""
         return DatasetCorruptError(
-            f"{entry.display} is not a valid SVHN .mat file ({detail}); it is truncated or damaged: "
-            f"delete it and download it again{hint}: encshield data download svhn"
+            f"{entry.display} is not a valid SVHN .mat file ({detail}); it is truncated or "
+            f"damaged: delete it and download it again{hint}: encshield data download svhn"
         )
 
     def count(self, layout: Layout, split: str) -> int | None:
@@ -132,7 +135,7 @@ class Svhn(DatasetFormat):
             variables = {name: shape for name, shape, _ in scipy.io.whosmat(source)}
         except DatasetCorruptError:
             raise
-        except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
+        except Exception as error:  # scipy raises many kinds on bad files
             raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
         shape, labels = variables.get("X"), variables.get("y")
         if shape is None or len(shape) != 4:
@@ -157,7 +160,7 @@ class Svhn(DatasetFormat):
             mat = scipy.io.loadmat(_mat_source(entry), variable_names=["X", "y"])
         except DatasetCorruptError:
             raise
-        except Exception as error:  # noqa: BLE001 - scipy raises many kinds on bad files
+        except Exception as error:  # scipy raises many kinds on bad files
             raise self._corrupt(entry, f"{type(error).__name__}: {error}") from None
         x, y = mat.get("X"), mat.get("y")
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[2] != 3:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,9 @@ class TinyImageNet(DatasetFormat):
         ),
     )
     known_files = {
-        "tiny-imagenet-200_val.tar.xz": "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14",
+        "tiny-imagenet-200_val.tar.xz": (
+            "6dba0567f5dbad77abcb37baa2de680dc6175aa3266ea5a8294742e18aae4a14"
+        ),
         "tiny-imagenet-200_train-200-per-class.tar.xz": (
             "5b33f1d29fb0833d42cf09d9eec94e873e11cf2376895466b845dbec97ee60da"
         ),
@@ -62,21 +65,21 @@ class TinyImageNet(DatasetFormat):
 
     # -- finding -------------------------------------------------------------------------------
 
-    def _scan(self, container: Container) -> dict[str, dict[str, object]]:
+    def _scan(self, container: Container) -> dict[str, dict[str, Any]]:
         """prefix -> {"train": {wnid: [entries]}, "val": [entries], "<meta name>": entry}."""
         cached = container.memo.get("tiny")
         if cached is not None:
             return cached  # type: ignore[return-value]
-        found: dict[str, dict[str, object]] = {}
+        found: dict[str, dict[str, Any]] = {}
         for entry in container.entries or []:
             m = _TRAIN_RE.match(entry.path)
             if m and is_image_name(entry.name):
                 train = found.setdefault(m["prefix"], {}).setdefault("train", {})
-                train.setdefault(m["wnid"], []).append(entry)  # type: ignore[union-attr]
+                train.setdefault(m["wnid"], []).append(entry)
                 continue
             m = _VAL_RE.match(entry.path)
             if m and is_image_name(entry.name):
-                found.setdefault(m["prefix"], {}).setdefault("val", []).append(entry)  # type: ignore[union-attr]
+                found.setdefault(m["prefix"], {}).setdefault("val", []).append(entry)
                 continue
             if entry.name in ("wnids.txt", "words.txt"):
                 prefix = entry.path[: -len(entry.name)]
@@ -96,22 +99,22 @@ class TinyImageNet(DatasetFormat):
         """
         layout = Layout(kind="tiny-imagenet")
         scans = [(c, self._scan(c)) for c in containers]
-        homes: list[dict[str, object]] = []  # the scanned prefixes the splits come from
+        homes: list[dict[str, Any]] = []  # the scanned prefixes the splits come from
         for split in ("train", "val"):
-            for container, scanned in scans:
+            for _, scanned in scans:
                 prefixes = [p for p, v in scanned.items() if split in v]
                 if not prefixes:
                     continue
                 found = scanned[min(prefixes, key=lambda p: (len(p), p))]
                 homes.append(found)
                 if split == "train":
-                    layout.splits["train"] = self._train_split(found["train"], layout)  # type: ignore[arg-type]
+                    layout.splits["train"] = self._train_split(found["train"], layout)
                 else:
-                    images = sort_entries(found["val"])  # type: ignore[arg-type]
+                    images = sort_entries(found["val"])
                     ann = found.get("val_annotations.txt")
                     layout.shared["val_annotations.txt"] = ann
                     layout.splits["val"] = SplitFiles(
-                        images + ([ann] if ann else []),  # type: ignore[list-item]
+                        images + ([ann] if ann else []),
                         count=len(images),
                         data={"images": images},
                     )
@@ -129,7 +132,7 @@ class TinyImageNet(DatasetFormat):
             if entry is not None:
                 layout.shared[name] = entry
                 for files in layout.splits.values():  # class order/names depend on it: cache key
-                    files.entries.append(entry)  # type: ignore[arg-type]
+                    files.entries.append(entry)
         if layout.shared.get("val_annotations.txt") is None:
             layout.shared.pop("val_annotations.txt", None)
         return layout
@@ -146,7 +149,9 @@ class TinyImageNet(DatasetFormat):
                 f"train: {len(images)} images in {len(train)} class folders, {counts} per class "
                 "(the official split has 500 per class)"
             )
-        return SplitFiles(list(images), count=len(images), data={"images": images, "wnids": sorted(train)})
+        return SplitFiles(
+            list(images), count=len(images), data={"images": images, "wnids": sorted(train)}
+        )
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class TinyImageNet(DatasetFormat):
     def _annotations(self, layout: Layout) -> list[tuple[str, str]]:
         self._read_meta(layout)
         text = layout.shared.get("text:val_annotations.txt")
-        ann: FileEntry = layout.shared["val_annotations.txt"]  # type: ignore[assignment]
+        ann: FileEntry = layout.shared["val_annotations.txt"]
         rows = []
         for lineno, line in enumerate((text or "").splitlines(), 1):
             if not line.strip():
@@ -190,9 +195,9 @@ class TinyImageNet(DatasetFormat):
         elif "val_annotations.txt" in layout.shared:
             wnids = sorted({w for _, w in self._annotations(layout)})
         else:
+            where = next(iter(layout.splits.values())).entries[0].container.describe()
             raise DatasetCorruptError(
-                f"Tiny-ImageNet in {next(iter(layout.splits.values())).entries[0].container.describe()}: "
-                "neither wnids.txt, "
+                f"Tiny-ImageNet in {where}: neither wnids.txt, "
                 "train folders nor val/val_annotations.txt found, so the classes are unknown"
             )
         layout.shared["wnids"] = wnids
@@ -221,7 +226,7 @@ class TinyImageNet(DatasetFormat):
     def read(self, layout: Layout, split: str, size: Size | None) -> Decoded:
         files = layout.splits[split]
         images_list: list[FileEntry] = files.data["images"]
-        ann: FileEntry | None = layout.shared.get("val_annotations.txt")  # type: ignore[assignment]
+        ann: FileEntry | None = layout.shared.get("val_annotations.txt")
         if split == "val" and ann is None:
             raise DatasetCorruptError(
                 f"Tiny-ImageNet val images in {images_list[0].container.describe()} have no "
@@ -229,7 +234,9 @@ class TinyImageNet(DatasetFormat):
             )
         # the (small) metadata files that sit in the images' archives come in the same pass; those
         # in other archives (e.g. wnids.txt in a train archive when reading val) in a short one
-        meta = [] if "meta_read" in layout.shared else [layout.shared[n] for n in _META if n in layout.shared]
+        meta = [] if "meta_read" in layout.shared else [
+            layout.shared[n] for n in _META if n in layout.shared
+        ]
         homes = {id(e.container) for e in images_list}
         arrays, blobs = read_images_and_files(
             images_list, [e for e in meta if id(e.container) in homes]
@@ -262,8 +269,8 @@ class TinyImageNet(DatasetFormat):
         position = {e.name: i for i, e in enumerate(images_list)}
         if len(rows) != len(images_list):
             raise DatasetCorruptError(
-                f"{ann.display} has {len(rows)} rows but val/images holds {len(images_list)} images "
-                "(image/label count mismatch); extract/download tiny-imagenet-200.zip again"
+                f"{ann.display} has {len(rows)} rows but val/images holds {len(images_list)} "
+                "images (image/label count mismatch); extract/download tiny-imagenet-200.zip again"
             )
         order, labels = [], []
         for filename, wnid in rows:
@@ -277,7 +284,8 @@ class TinyImageNet(DatasetFormat):
         if len(set(order)) != len(order):
             raise DatasetCorruptError(f"{ann.display} lists an image twice")
         images, uniform = stack_images(
-            [arrays[i] for i in order], size=size, default_size=None, what="Tiny-ImageNet val images"
+            [arrays[i] for i in order], size=size, default_size=None,
+            what="Tiny-ImageNet val images",
         )
         return Decoded(images, np.asarray(labels, dtype=np.int64), names, uniform)
 

@@ -286,7 +286,7 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
             f"so it cannot be whitened; use more samples per whitening batch (W-MSE uses at least "
             f"2 * D) or a shrinkage eps > 0"
         )
-    out = torch.linalg.solve_triangular(chol, xc.T, upper=False).T
+    out: torch.Tensor = torch.linalg.solve_triangular(chol, xc.T, upper=False).T
     return out.to(x.dtype)
 
 

@@ -28,6 +28,7 @@ class BarlowTwinsConfig(MethodConfig):
 @METHODS.register("barlow_twins", aliases=("barlow", "barlowtwins", "barlow-twins"))
 class BarlowTwins(SSLMethod):
     Config = BarlowTwinsConfig
+    config: BarlowTwinsConfig
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: BarlowTwinsConfig) -> None:

@@ -32,7 +32,7 @@ from encshield.models import Encoder
 from encshield.registry import Registry
 from encshield.ssl.losses import enqueue
 
-METHODS: Registry[type["SSLMethod"]] = Registry("SSL method")
+METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
 
 
 class MethodConfig(BaseModel):
@@ -62,7 +62,7 @@ class SSLMethod(nn.Module):
         self._staged_keys: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_args(cls, encoder: Encoder, args: dict[str, Any] | None = None) -> "SSLMethod":
+    def from_args(cls, encoder: Encoder, args: dict[str, Any] | None = None) -> SSLMethod:
         """Build the method, validating ``args`` (errors name the field and allowed values)."""
         try:
             config = cls.Config(**(args or {}))
@@ -72,7 +72,9 @@ class SSLMethod(nn.Module):
                 for e in error.errors()
             )
             allowed = ", ".join(cls.Config.model_fields)
-            raise ConfigError(f"{problems} (method {cls.name}; allowed fields: {allowed})") from None
+            raise ConfigError(
+                f"{problems} (method {cls.name}; allowed fields: {allowed})"
+            ) from None
         return cls(encoder, config)
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,7 +127,8 @@ class SSLMethod(nn.Module):
         always the first ``name_filled`` ones.
         """
         filled = int(getattr(self, f"{name}_filled"))
-        return getattr(self, name)[:filled].detach()
+        queue: torch.Tensor = getattr(self, name)
+        return queue[:filled].detach()
 
     def stage_queue(self, name: str, keys: torch.Tensor) -> None:
         """Remember this step's ``keys`` for queue ``name``; :meth:`after_step` writes them."""

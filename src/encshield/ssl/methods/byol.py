@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import byol_loss
@@ -22,6 +23,7 @@ class BYOLConfig(MethodConfig):
 @METHODS.register("byol")
 class BYOL(SSLMethod):
     Config = BYOLConfig
+    config: BYOLConfig
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: BYOLConfig) -> None:
@@ -35,7 +37,7 @@ class BYOL(SSLMethod):
         self.momentum_encoder = momentum_copy(encoder)
         self.momentum_projector = momentum_copy(self.projector)
 
-    def momentum_pairs(self):
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

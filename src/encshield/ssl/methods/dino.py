@@ -52,7 +52,7 @@ class DINOConfig(MethodConfig):
     final_tau: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _temperatures(self) -> "DINOConfig":
+    def _temperatures(self) -> DINOConfig:
         if self.warmup_teacher_temperature > self.teacher_temperature:
             raise ValueError(
                 f"warmup_teacher_temperature ({self.warmup_teacher_temperature}) must not exceed "
@@ -72,7 +72,8 @@ class WeightNormLinear(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=train_norm)
 
     def forward(self, x: torch.Tensor, *, frozen: bool = False) -> torch.Tensor:
-        v, g = self.weight_v, self.weight_g
+        v: torch.Tensor = self.weight_v
+        g: torch.Tensor = self.weight_g
         if frozen:
             v, g = v.detach(), g.detach()
         return F.linear(x, g * F.normalize(v, dim=1))
@@ -106,12 +107,17 @@ class DINOHead(nn.Module):
 
     def forward(self, x: torch.Tensor, *, freeze_last_layer: bool = False) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=1)
-        return self.last_layer(z, frozen=freeze_last_layer)
+        logits: torch.Tensor = self.last_layer(z, frozen=freeze_last_layer)
+        return logits
 
 
 @METHODS.register("dino")
 class DINO(SSLMethod):
     Config = DINOConfig
+    config: DINOConfig
+    center: torch.Tensor
+    progress: torch.Tensor
+    steps: torch.Tensor
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: DINOConfig) -> None:
@@ -127,7 +133,7 @@ class DINO(SSLMethod):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self._staged_teacher: torch.Tensor | None = None
 
-    def momentum_pairs(self):
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.head, self.momentum_head)]
 
     def teacher_temperature(self, progress: float | None = None) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import infonce_loss
@@ -35,6 +36,7 @@ class MoCoV2PlusConfig(MethodConfig):
 @METHODS.register("mocov2plus", aliases=("mocov2+",))
 class MoCoV2Plus(SSLMethod):
     Config = MoCoV2PlusConfig
+    config: MoCoV2PlusConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: MoCoV2PlusConfig) -> None:
@@ -47,7 +49,7 @@ class MoCoV2Plus(SSLMethod):
         self.register_queue("queue1", config.queue_size, config.proj_output_dim)
         self.register_queue("queue2", config.queue_size, config.proj_output_dim)
 
-    def momentum_pairs(self):
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

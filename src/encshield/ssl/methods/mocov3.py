@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import mocov3_loss
@@ -32,6 +33,7 @@ class MoCoV3Config(MethodConfig):
 @METHODS.register("mocov3")
 class MoCoV3(SSLMethod):
     Config = MoCoV3Config
+    config: MoCoV3Config
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: MoCoV3Config) -> None:
@@ -47,7 +49,7 @@ class MoCoV3(SSLMethod):
         self.momentum_encoder = momentum_copy(encoder)
         self.momentum_projector = momentum_copy(self.projector)
 
-    def momentum_pairs(self):
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

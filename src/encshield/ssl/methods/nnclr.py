@@ -37,6 +37,7 @@ class NNCLRConfig(MethodConfig):
 @METHODS.register("nnclr")
 class NNCLR(SSLMethod):
     Config = NNCLRConfig
+    config: NNCLRConfig
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: NNCLRConfig) -> None:

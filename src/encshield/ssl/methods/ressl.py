@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import ressl_loss
@@ -39,6 +40,7 @@ class ReSSLConfig(MethodConfig):
 @METHODS.register("ressl")
 class ReSSL(SSLMethod):
     Config = ReSSLConfig
+    config: ReSSLConfig
     augment_preset = "ressl"
 
     def __init__(self, encoder: Encoder, config: ReSSLConfig) -> None:
@@ -50,7 +52,7 @@ class ReSSL(SSLMethod):
         self.momentum_projector = momentum_copy(self.projector)
         self.register_queue("queue", config.queue_size, config.proj_output_dim)
 
-    def momentum_pairs(self):
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ class SimCLRConfig(MethodConfig):
 @METHODS.register("simclr")
 class SimCLR(SSLMethod):
     Config = SimCLRConfig
+    config: SimCLRConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: SimCLRConfig) -> None:

@@ -31,6 +31,7 @@ class SimSiamConfig(MethodConfig):
 @METHODS.register("simsiam")
 class SimSiam(SSLMethod):
     Config = SimSiamConfig
+    config: SimSiamConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: SimSiamConfig) -> None:

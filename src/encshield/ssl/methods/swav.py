@@ -43,6 +43,8 @@ class SwAVConfig(MethodConfig):
 @METHODS.register("swav")
 class SwAV(SSLMethod):
     Config = SwAVConfig
+    config: SwAVConfig
+    steps: torch.Tensor
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: SwAVConfig) -> None:

@@ -37,7 +37,7 @@ class VIbCRegConfig(MethodConfig):
     iternorm_iterations: int = Field(5, ge=0)
 
     @model_validator(mode="after")
-    def _groups(self) -> "VIbCRegConfig":
+    def _groups(self) -> VIbCRegConfig:
         if self.iternorm and self.proj_output_dim % self.iternorm_groups != 0:
             raise ValueError(
                 f"iternorm_groups ({self.iternorm_groups}) must divide proj_output_dim "
@@ -63,6 +63,7 @@ class IterNorm(nn.Module):
 @METHODS.register("vibcreg")
 class VIbCReg(SSLMethod):
     Config = VIbCRegConfig
+    config: VIbCRegConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: VIbCRegConfig) -> None:

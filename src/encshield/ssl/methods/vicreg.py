@@ -28,6 +28,7 @@ class VICRegConfig(MethodConfig):
 @METHODS.register("vicreg")
 class VICReg(SSLMethod):
     Config = VICRegConfig
+    config: VICRegConfig
     augment_preset = "byol"
 
     def __init__(self, encoder: Encoder, config: VICRegConfig) -> None:

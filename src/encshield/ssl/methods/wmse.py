@@ -29,7 +29,7 @@ class WMSEConfig(MethodConfig):
     w_eps: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _whitening_size(self) -> "WMSEConfig":
+    def _whitening_size(self) -> WMSEConfig:
         if self.w_eps == 0 and self.w_size <= self.proj_output_dim:
             raise ValueError(
                 f"w_size ({self.w_size}) must exceed proj_output_dim ({self.proj_output_dim}) to "
@@ -41,6 +41,7 @@ class WMSEConfig(MethodConfig):
 @METHODS.register("wmse", aliases=("w-mse", "w_mse"))
 class WMSE(SSLMethod):
     Config = WMSEConfig
+    config: WMSEConfig
     augment_preset = "simclr"
 
     def __init__(self, encoder: Encoder, config: WMSEConfig) -> None:
