@@ -52,6 +52,7 @@ from encshield.defenses.loop import EpochStats, train_epochs
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Classifier, Encoder, build_head
+from encshield.models.modules import set_channels_last
 from encshield.precision import autocast
 from encshield.progress import progress as progress_bar
 from encshield.records import DefenseRecord
@@ -170,7 +171,7 @@ class FinetuningDefense(Defense):
         Returns:
             The (detached) scalar loss and the loss parts of the hook.
         """
-        cfg: FinetuningConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self._train_mode(model)
@@ -244,7 +245,7 @@ class FinetuningDefense(Defense):
         head = self._initial_head(work, train, num_classes, seed, device).to(device)
         model = Classifier(work, head)
         if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+            set_channels_last(model)
         for p in model.head.parameters():
             p.requires_grad_(True)
         for p in model.encoder.parameters():
@@ -292,7 +293,7 @@ class FinetuningDefense(Defense):
                                       device=device),
                 step, on_epoch_end=epoch_end)
 
-        model.to(memory_format=torch.contiguous_format).eval()
+        set_channels_last(model, False).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         record = DefenseRecord(

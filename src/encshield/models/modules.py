@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["frozen", "module_device", "restored_modes", "seeded"]
+M = TypeVar("M", bound=nn.Module)
+
+__all__ = ["frozen", "module_device", "restored_modes", "seeded", "set_channels_last"]
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -66,3 +69,11 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+def set_channels_last(module: M, enabled: bool = True) -> M:
+    """Move the 4-d parameters of ``module`` to channels-last memory (``enabled``) or back to
+    the contiguous format (safetensors needs contiguous tensors); returns the module."""
+    memory_format = torch.channels_last if enabled else torch.contiguous_format
+    # torch's stubs omit Module.to(memory_format=...), which it accepts
+    return module.to(memory_format=memory_format)  # type: ignore[call-overload,no-any-return]

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from encshield import __version__
 from encshield.config import config_hash
 from encshield.errors import CheckpointError, ConfigError
+from encshield.models.modules import set_channels_last
 from encshield.optim import OptimizerConfig, build_optimizer, set_lr, warmup_cosine
 from encshield.precision import autocast
 from encshield.progress import progress
@@ -136,8 +137,7 @@ class Pretrainer:
         self.method: SSLMethod = METHODS.get(config.method).from_args(encoder, config.method_args)
         self.method.to(self.device)
         if config.channels_last:
-            # torch's stubs omit Module.to(memory_format=...), which it accepts
-            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            set_channels_last(self.method)
         if config.compile:
             self.method.encoder.compile()
         dataset = data.load(
@@ -351,7 +351,7 @@ class Pretrainer:
         suffix = "" if finished else f"-step{self.step}"
         path = self.output_dir / f"encoder{suffix}.safetensors"
         sha256 = save_encoder(
-            encoder.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
+            set_channels_last(encoder.to("cpu"), False),
             path,
             ssl_method=cfg.method, pretrain_data=f"{cfg.data.name}/{cfg.data.split}",
             config_hash=config_hash(cfg),
