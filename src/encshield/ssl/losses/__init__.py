@@ -46,6 +46,7 @@ from encshield.ssl.losses.predictive import (
 )
 from encshield.ssl.losses.redundancy import (
     barlow_twins_loss,
+    combine_vic_terms,
     iternorm,
     vibcreg_loss,
     vibcreg_terms,
@@ -59,6 +60,7 @@ __all__ = [
     "full_precision",
     "barlow_twins_loss",
     "byol_loss",
+    "combine_vic_terms",
     "dino_center_update",
     "dino_loss",
     "enqueue",

@@ -77,16 +77,54 @@ def _variance_hinge(z: Tensor, eps: float) -> Tensor:
     return F.relu(1.0 - std).mean()
 
 
+def _covariance_penalty(z: Tensor) -> Tensor:
+    """VICReg's ``sum_{i != j} Cov(z)_ij^2 / D``, ``Cov`` the unbiased covariance of ``(N, D)``."""
+    n, d = z.shape
+    zc = z - z.mean(dim=0, keepdim=True)
+    cov = zc.T @ zc / (n - 1)
+    return _off_diagonal(cov).pow(2).sum() / d
+
+
+def _correlation_penalty(z: Tensor) -> Tensor:
+    """VIbCReg's ``sum_{i != j} C_ij^2 / D^2`` with ``C`` the ``(D, D)`` correlation of ``z``."""
+    d = z.shape[1]
+    zn = F.normalize(z - z.mean(dim=0, keepdim=True), dim=0)
+    corr = zn.T @ zn
+    return _off_diagonal(corr).pow(2).sum() / (d * d)
+
 
 def _invariance_variance_covariance(
     z1: Tensor, z2: Tensor, eps: float, cov_term: Callable[[Tensor], Tensor]
 ) -> dict[str, Tensor]:
-    """The three terms shared by VICReg and VIbCReg; only the covariance term differs."""
+    """The three terms shared by VICReg and VIbCReg (inputs checked); only the covariance term
+    ``cov_term(z) -> scalar`` differs."""
+    _check_same("z1", z1, "z2", z2)
+    _check_batch("z1", z1)
+    _check_positive("eps", eps)
     return {
         "invariance": F.mse_loss(z1, z2),
         "variance": _variance_hinge(z1, eps) + _variance_hinge(z2, eps),
         "covariance": cov_term(z1) + cov_term(z2),
     }
+
+
+def combine_vic_terms(
+    terms: dict[str, Tensor], sim_weight: float, var_weight: float, cov_weight: float
+) -> dict[str, Tensor]:
+    """Weight the terms of :func:`vicreg_terms` / :func:`vibcreg_terms` and sum them.
+
+    Returns:
+        ``{"loss": invariance + variance + covariance, "invariance": sim_weight * ...,
+        "variance": var_weight * ..., "covariance": cov_weight * ...}`` (scalars; the weighted
+        terms are kept for logging).
+    """
+    parts = {
+        "invariance": sim_weight * terms["invariance"],
+        "variance": var_weight * terms["variance"],
+        "covariance": cov_weight * terms["covariance"],
+    }
+    return {"loss": parts["invariance"] + parts["variance"] + parts["covariance"], **parts}
+
 
 @full_precision
 def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]:
@@ -108,17 +146,7 @@ def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor]
     Returns:
         ``{"invariance": ..., "variance": ..., "covariance": ...}`` scalars.
     """
-    _check_same("z1", z1, "z2", z2)
-    _check_batch("z1", z1)
-    _check_positive("eps", eps)
-
-    def cov_term(z: Tensor) -> Tensor:
-        n, d = z.shape
-        zc = z - z.mean(dim=0, keepdim=True)
-        cov = zc.T @ zc / (n - 1)
-        return _off_diagonal(cov).pow(2).sum() / d
-
-    return _invariance_variance_covariance(z1, z2, eps, cov_term)
+    return _invariance_variance_covariance(z1, z2, eps, _covariance_penalty)
 
 
 @full_precision
@@ -142,8 +170,8 @@ def vicreg_loss(
     Returns:
         Scalar loss.
     """
-    t = vicreg_terms(z1, z2, eps=eps)
-    return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
+    terms = vicreg_terms(z1, z2, eps=eps)
+    return combine_vic_terms(terms, sim_weight, var_weight, cov_weight)["loss"]
 
 
 @full_precision
@@ -161,17 +189,7 @@ def vibcreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> dict[str, Tensor
     Returns:
         ``{"invariance": ..., "variance": ..., "covariance": ...}`` scalars.
     """
-    _check_same("z1", z1, "z2", z2)
-    _check_batch("z1", z1)
-    _check_positive("eps", eps)
-
-    def cov_term(z: Tensor) -> Tensor:
-        d = z.shape[1]
-        zn = F.normalize(z - z.mean(dim=0, keepdim=True), dim=0)
-        corr = zn.T @ zn
-        return _off_diagonal(corr).pow(2).sum() / (d * d)
-
-    return _invariance_variance_covariance(z1, z2, eps, cov_term)
+    return _invariance_variance_covariance(z1, z2, eps, _correlation_penalty)
 
 
 @full_precision
@@ -195,8 +213,8 @@ def vibcreg_loss(
     Returns:
         Scalar loss.
     """
-    t = vibcreg_terms(z1, z2, eps=eps)
-    return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
+    terms = vibcreg_terms(z1, z2, eps=eps)
+    return combine_vic_terms(terms, sim_weight, var_weight, cov_weight)["loss"]
 
 
 @full_precision

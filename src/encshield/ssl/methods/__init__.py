@@ -15,6 +15,20 @@ from encshield.ssl.methods import (  # noqa: F401  (registration)
     vicreg,
     wmse,
 )
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import (
+    METHODS,
+    MethodConfig,
+    MomentumConfig,
+    MomentumProjectorMethod,
+    SSLMethod,
+    momentum_copy,
+)
 
-__all__ = ["METHODS", "MethodConfig", "SSLMethod", "momentum_copy"]
+__all__ = [
+    "METHODS",
+    "MethodConfig",
+    "MomentumConfig",
+    "MomentumProjectorMethod",
+    "SSLMethod",
+    "momentum_copy",
+]

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from encshield.errors import ConfigError
@@ -39,6 +39,14 @@ class MethodConfig(BaseModel):
     """Hyper-parameters of a method; subclasses add their own fields with defaults."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class MomentumConfig(MethodConfig):
+    """Fields of the methods with momentum (EMA) targets: the EMA coefficient ``tau`` rises from
+    ``base_tau`` to ``final_tau`` along a cosine over training (:meth:`SSLMethod.momentum_tau`)."""
+
+    base_tau: float = Field(0.99, ge=0, le=1)
+    final_tau: float = Field(1.0, ge=0, le=1)
 
 
 class SSLMethod(nn.Module):
@@ -188,3 +196,31 @@ def momentum_copy(module: nn.Module) -> nn.Module:
     for p in target.parameters():
         p.requires_grad_(False)
     return target
+
+
+class MomentumProjectorMethod(SSLMethod):
+    """Base of the methods whose targets are EMA copies of the encoder and of the projector
+    (BYOL, MoCo v2+, MoCo v3, ReSSL).
+
+    A subclass builds ``self.projector`` and then calls :meth:`init_momentum_targets`, which
+    adds ``momentum_encoder`` and ``momentum_projector`` (their parameter names in checkpoints).
+    """
+
+    projector: nn.Module
+    momentum_encoder: nn.Module
+    momentum_projector: nn.Module
+
+    def init_momentum_targets(self) -> None:
+        """Frozen copies of the encoder and the projector as they are now (the EMA targets)."""
+        self.momentum_encoder = momentum_copy(self.encoder)
+        self.momentum_projector = momentum_copy(self.projector)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
+
+    def target_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """The EMA targets' projection of images ``x`` ``(N, 3, S, S)`` in [0, 1]: ``(N, D)``,
+        computed without gradient."""
+        with torch.no_grad():
+            z: torch.Tensor = self.momentum_projector(self.momentum_encoder(x))
+        return z

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import byol_loss
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import METHODS, MomentumConfig, MomentumProjectorMethod
 
 
-class BYOLConfig(MethodConfig):
+class BYOLConfig(MomentumConfig):
     proj_hidden_dim: int = Field(4096, gt=0)
     proj_output_dim: int = Field(256, gt=0)
     pred_hidden_dim: int = Field(4096, gt=0)
-    base_tau: float = Field(0.99, ge=0, le=1)
-    final_tau: float = Field(1.0, ge=0, le=1)
 
 
 @METHODS.register("byol")
-class BYOL(SSLMethod):
+class BYOL(MomentumProjectorMethod):
     Config = BYOLConfig
     config: BYOLConfig
     augment_preset = "byol"
@@ -34,17 +31,12 @@ class BYOL(SSLMethod):
         self.predictor = ProjectionMLP(
             config.proj_output_dim, config.pred_hidden_dim, config.proj_output_dim
         )
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
+        self.init_momentum_targets()
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         n = views[0].shape[0]
         x = torch.cat(views)
         p = self.predictor(self.projector(self.encoder(x)))
-        with torch.no_grad():
-            z_target = self.momentum_projector(self.momentum_encoder(x))
+        z_target = self.target_projection(x)
         loss = byol_loss(p[:n], z_target[n:]) + byol_loss(p[n:], z_target[:n])
         return {"loss": loss}

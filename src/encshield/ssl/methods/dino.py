@@ -32,10 +32,10 @@ from torch import nn
 
 from encshield.models import Encoder
 from encshield.ssl.losses import dino_center_update, dino_loss
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import METHODS, MomentumConfig, SSLMethod, momentum_copy
 
 
-class DINOConfig(MethodConfig):
+class DINOConfig(MomentumConfig):
     proj_hidden_dim: int = Field(2048, gt=0)
     proj_output_dim: int = Field(256, gt=0, description="bottleneck dimension")
     num_prototypes: int = Field(4096, gt=0)
@@ -48,8 +48,6 @@ class DINOConfig(MethodConfig):
     warmup_teacher_temperature_fraction: float = Field(0.05, ge=0, le=1)
     center_momentum: float = Field(0.9, ge=0, le=1)
     freeze_last_layer_steps: int = Field(0, ge=0)
-    base_tau: float = Field(0.99, ge=0, le=1)
-    final_tau: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _temperatures(self) -> DINOConfig:

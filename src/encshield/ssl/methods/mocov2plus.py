@@ -17,24 +17,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import infonce_loss
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import METHODS, MomentumConfig, MomentumProjectorMethod
 
 
-class MoCoV2PlusConfig(MethodConfig):
+class MoCoV2PlusConfig(MomentumConfig):
     proj_hidden_dim: int = Field(2048, gt=0)
     proj_output_dim: int = Field(256, gt=0)
     temperature: float = Field(0.2, gt=0)
     queue_size: int = Field(32768, gt=0)
-    base_tau: float = Field(0.99, ge=0, le=1)
-    final_tau: float = Field(1.0, ge=0, le=1)
 
 
 @METHODS.register("mocov2plus", aliases=("mocov2+",))
-class MoCoV2Plus(SSLMethod):
+class MoCoV2Plus(MomentumProjectorMethod):
     Config = MoCoV2PlusConfig
     config: MoCoV2PlusConfig
     augment_preset = "simclr"
@@ -44,20 +41,15 @@ class MoCoV2Plus(SSLMethod):
         self.projector = ProjectionMLP(
             encoder.feature_dim, config.proj_hidden_dim, config.proj_output_dim, batch_norm=False
         )
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
+        self.init_momentum_targets()
         self.register_queue("queue1", config.queue_size, config.proj_output_dim)
         self.register_queue("queue2", config.queue_size, config.proj_output_dim)
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.check_views(views)
         x = torch.cat(views)
         q = self.projector(self.encoder(x))
-        with torch.no_grad():
-            k = F.normalize(self.momentum_projector(self.momentum_encoder(x)), dim=1)
+        k = F.normalize(self.target_projection(x), dim=1)
         t = self.config.temperature
         loss = (
             infonce_loss(q[:n], k[n:], self.queue_rows("queue2"), t)

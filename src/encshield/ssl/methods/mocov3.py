@@ -14,24 +14,21 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import mocov3_loss
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import METHODS, MomentumConfig, MomentumProjectorMethod
 
 
-class MoCoV3Config(MethodConfig):
+class MoCoV3Config(MomentumConfig):
     proj_hidden_dim: int = Field(4096, gt=0)
     proj_output_dim: int = Field(256, gt=0)
     pred_hidden_dim: int = Field(4096, gt=0)
     temperature: float = Field(0.2, gt=0)
-    base_tau: float = Field(0.99, ge=0, le=1)
-    final_tau: float = Field(1.0, ge=0, le=1)
 
 
 @METHODS.register("mocov3")
-class MoCoV3(SSLMethod):
+class MoCoV3(MomentumProjectorMethod):
     Config = MoCoV3Config
     config: MoCoV3Config
     augment_preset = "byol"
@@ -46,18 +43,13 @@ class MoCoV3(SSLMethod):
             config.proj_output_dim, config.pred_hidden_dim, config.proj_output_dim, num_layers=2,
             last_batch_norm=True, last_batch_norm_affine=False,
         )
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
+        self.init_momentum_targets()
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.check_views(views)
         x = torch.cat(views)
         q = self.predictor(self.projector(self.encoder(x)))
-        with torch.no_grad():
-            k = self.momentum_projector(self.momentum_encoder(x))
+        k = self.target_projection(x)
         t = self.config.temperature
         loss = mocov3_loss(q[:n], k[n:], t) + mocov3_loss(q[n:], k[:n], t)
         return {"loss": loss}

@@ -20,25 +20,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from encshield.models import Encoder, ProjectionMLP
 from encshield.ssl.losses import ressl_loss
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod, momentum_copy
+from encshield.ssl.methods.base import METHODS, MomentumConfig, MomentumProjectorMethod
 
 
-class ReSSLConfig(MethodConfig):
+class ReSSLConfig(MomentumConfig):
     proj_hidden_dim: int = Field(4096, gt=0)
     proj_output_dim: int = Field(256, gt=0)
     temperature_q: float = Field(0.1, gt=0)
     temperature_k: float = Field(0.04, gt=0)
     queue_size: int = Field(65536, gt=0)
-    base_tau: float = Field(0.99, ge=0, le=1)
-    final_tau: float = Field(1.0, ge=0, le=1)
 
 
 @METHODS.register("ressl")
-class ReSSL(SSLMethod):
+class ReSSL(MomentumProjectorMethod):
     Config = ReSSLConfig
     config: ReSSLConfig
     augment_preset = "ressl"
@@ -48,20 +45,15 @@ class ReSSL(SSLMethod):
         self.projector = ProjectionMLP(
             encoder.feature_dim, config.proj_hidden_dim, config.proj_output_dim
         )
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
+        self.init_momentum_targets()
         self.register_queue("queue", config.queue_size, config.proj_output_dim)
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.encoder, self.momentum_encoder), (self.projector, self.momentum_projector)]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """``views[0]``: strong (student) view, ``views[1]``: weak (teacher) view."""
         self.check_views(views)
         strong, weak = views
         q = self.projector(self.encoder(strong))
-        with torch.no_grad():
-            k = F.normalize(self.momentum_projector(self.momentum_encoder(weak)), dim=1)
+        k = F.normalize(self.target_projection(weak), dim=1)
         c = self.config
         loss = ressl_loss(q, k, self.queue_rows("queue"), c.temperature_q, c.temperature_k)
         self.stage_queue("queue", k)

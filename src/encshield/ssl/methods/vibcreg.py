@@ -22,15 +22,14 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from encshield.models import Encoder
-from encshield.ssl.losses import iternorm, vibcreg_terms
-from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod
+from encshield.ssl.losses import combine_vic_terms, iternorm, vibcreg_terms
+from encshield.ssl.methods.base import METHODS, SSLMethod
+from encshield.ssl.methods.vicreg import VICRegConfig
 
 
-class VIbCRegConfig(MethodConfig):
-    proj_hidden_dim: int = Field(2048, gt=0)
-    proj_output_dim: int = Field(2048, gt=0)
-    sim_loss_weight: float = Field(25.0, ge=0)
-    var_loss_weight: float = Field(25.0, ge=0)
+class VIbCRegConfig(VICRegConfig):
+    """VICReg's fields (covariance weight 200) plus the IterNorm whitening of the projector."""
+
     cov_loss_weight: float = Field(200.0, ge=0)
     iternorm: bool = True
     iternorm_groups: int = Field(64, ge=1)
@@ -88,9 +87,4 @@ class VIbCReg(SSLMethod):
         # would only whiten the two views jointly).
         terms = vibcreg_terms(self.whitening(z[:n]), self.whitening(z[n:]))
         c = self.config
-        parts = {
-            "invariance": c.sim_loss_weight * terms["invariance"],
-            "variance": c.var_loss_weight * terms["variance"],
-            "covariance": c.cov_loss_weight * terms["covariance"],
-        }
-        return {"loss": parts["invariance"] + parts["variance"] + parts["covariance"], **parts}
+        return combine_vic_terms(terms, c.sim_loss_weight, c.var_loss_weight, c.cov_loss_weight)

@@ -13,11 +13,13 @@ import torch
 from pydantic import Field
 
 from encshield.models import Encoder, ProjectionMLP
-from encshield.ssl.losses import vicreg_terms
+from encshield.ssl.losses import combine_vic_terms, vicreg_terms
 from encshield.ssl.methods.base import METHODS, MethodConfig, SSLMethod
 
 
 class VICRegConfig(MethodConfig):
+    """VICReg's expander and loss weights (VIbCReg's config extends it)."""
+
     proj_hidden_dim: int = Field(2048, gt=0)
     proj_output_dim: int = Field(2048, gt=0)
     sim_loss_weight: float = Field(25.0, ge=0)
@@ -40,11 +42,6 @@ class VICReg(SSLMethod):
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.check_views(views)
         z = self.projector(self.encoder(torch.cat(views)))
-        terms = vicreg_terms(z[:n], z[n:])
         c = self.config
-        parts = {
-            "invariance": c.sim_loss_weight * terms["invariance"],
-            "variance": c.var_loss_weight * terms["variance"],
-            "covariance": c.cov_loss_weight * terms["covariance"],
-        }
-        return {"loss": parts["invariance"] + parts["variance"] + parts["covariance"], **parts}
+        terms = vicreg_terms(z[:n], z[n:])
+        return combine_vic_terms(terms, c.sim_loss_weight, c.var_loss_weight, c.cov_loss_weight)
