@@ -97,7 +97,8 @@ class ClassifierAttackConfig(UniversalAttackConfig):
 
 class ClassifierAttack(UniversalAttack):
     """Base of UAP/UAPGD: a sequential walk over the surrogate images updating delta on every
-    image the surrogate classifier does not yet misclassify."""
+    image the surrogate classifier does not yet misclassify (stochastic: the order of the walk
+    is drawn from the seed)."""
 
     objective_name = (
         "surrogate classifier agreement rate (fraction of images whose predicted label is "

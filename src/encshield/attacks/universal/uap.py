@@ -109,8 +109,6 @@ class UAP(ClassifierAttack):
 
     config: Config
 
-    stochastic = True  # the order of the surrogate images is drawn from the seed
-
     def _update(
         self,
         fn: LogitsFn,

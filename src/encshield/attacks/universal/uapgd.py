@@ -71,8 +71,6 @@ class UAPGD(ClassifierAttack):
 
     config: Config
 
-    stochastic = True  # the order of the surrogate images is drawn from the seed
-
     def _update(
         self,
         fn: LogitsFn,

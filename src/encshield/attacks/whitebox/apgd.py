@@ -67,12 +67,12 @@ from encshield.attacks.whitebox.base import (
     clean_best,
     default_predict,
     local_generator,
-    make_problem,
     prepare_inputs,
     restarts_driver,
     usable,
 )
 from encshield.attacks.whitebox.objectives import Objective, cross_entropy, dlr_targeted
+from encshield.attacks.whitebox.runner import attack_setup, check_labels
 from encshield.config import validate
 from encshield.errors import ConfigError
 
@@ -245,31 +245,37 @@ def _apgd_once(
             new = z.sub_(x_k).mul_(alpha).add_(x_k).add_(momentum)
             ball.project_(new)
         x_prev, x_k = x_k, new
-    loss, success, _ = problem.evaluate(x_k, grad=False)
-    best.update(x_k, loss, success)
-    return best
+    return best.score(problem, x_k)
+
+
+def _apgd_restarts(
+    problem: Problem,
+    ball: Ball,
+    config: APGDConfig | APGDTargetedConfig,
+    generator: torch.Generator,
+    overall: Best,
+) -> Best:
+    """``config.restarts`` APGD runs (:func:`_apgd_once` with the config's step-size rule,
+    momentum and bookkeeping) merged into ``overall``, which is returned."""
+
+    def once(sub: Problem, sub_ball: Ball, start: torch.Tensor) -> Best:
+        return _apgd_once(sub, sub_ball, start, steps=config.steps,
+                          eta0=config.initial_step * config.eps, rho=config.rho,
+                          alpha=config.momentum, mode=config.keep_best,
+                          first_comparison=config.first_comparison)
+
+    return restarts_driver(problem, ball, restarts=config.restarts, mode=config.keep_best,
+                           generator=generator, random_start=config.random_start, run_once=once,
+                           overall=overall)
 
 
 def run_apgd(
     model: nn.Module, x: torch.Tensor, y: Any, config: APGDConfig, seed: int = 0
 ) -> torch.Tensor:
     """APGD with a validated :class:`APGDConfig` (see :func:`apgd`)."""
-    x = prepare_inputs(x)
-    with attack_context(model, seed, x.device):
-        problem = make_problem(model, x, y, config.objective, targeted=config.targeted,
-                               predict=config.predict, eot_samples=config.eot_samples)
-        ball = Ball(x, config.eps, config.norm)
-
-        def once(sub: Problem, sub_ball: Ball, start: torch.Tensor) -> Best:
-            return _apgd_once(sub, sub_ball, start, steps=config.steps,
-                              eta0=config.initial_step * config.eps, rho=config.rho,
-                              alpha=config.momentum, mode=config.keep_best,
-                              first_comparison=config.first_comparison)
-
-        best = restarts_driver(problem, ball, restarts=config.restarts, mode=config.keep_best,
-                               generator=local_generator(seed, x.device),
-                               random_start=config.random_start, run_once=once,
-                               overall=clean_best(problem, x, config.keep_best))
+    with attack_setup(model, x, y, config, seed, targeted=config.targeted) as run:
+        overall = clean_best(run.problem, run.x, config.keep_best)
+        best = _apgd_restarts(run.problem, run.ball, config, run.generator, overall)
     return best.x
 
 
@@ -338,21 +344,11 @@ def run_apgd_targeted(
 ) -> torch.Tensor:
     """APGD-T with a validated :class:`APGDTargetedConfig` (see :func:`apgd_targeted`)."""
     x = prepare_inputs(x)
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
-        raise ConfigError("apgd_t needs int64 labels y of shape (N,)")
-    if y.shape[0] != x.shape[0]:
-        raise ConfigError(f"y has {y.shape[0]} labels for {x.shape[0]} images")
-    y = usable(y, x.device)
+    y = usable(check_labels(x, y, "apgd_t"), x.device)
     objective = _targeted_objective(config.objective)
     with attack_context(model, seed, x.device):
         ball = Ball(x, config.eps, config.norm)
         generator = local_generator(seed, x.device)
-
-        def once(sub: Problem, sub_ball: Ball, start: torch.Tensor) -> Best:
-            return _apgd_once(sub, sub_ball, start, steps=config.steps,
-                              eta0=config.initial_step * config.eps, rho=config.rho,
-                              alpha=config.momentum, mode=config.keep_best,
-                              first_comparison=config.first_comparison)
 
         def problem_for(targets: torch.Tensor, hit_target: bool) -> Problem:
             return Problem(model, objective, (y, targets), targets if hit_target else y,
@@ -364,11 +360,8 @@ def run_apgd_targeted(
             if targets.shape != y.shape or targets.is_floating_point():
                 raise ConfigError(f"targets must be int64 of shape {tuple(y.shape)}")
             problem = problem_for(targets, True)
-            best = restarts_driver(problem, ball, restarts=config.restarts,
-                                   mode=config.keep_best, generator=generator,
-                                   random_start=config.random_start, run_once=once,
-                                   overall=clean_best(problem, x, config.keep_best))
-            return best.x
+            overall = clean_best(problem, x, config.keep_best)
+            return _apgd_restarts(problem, ball, config, generator, overall).x
         # the clean logits rank the targets and mark the samples already broken; with EOT they
         # are averaged, and "broken" is the majority vote of the passes (as Problem.evaluate)
         total: torch.Tensor | None = None
@@ -392,9 +385,7 @@ def run_apgd_targeted(
         if config.keep_best == "misclassified":
             overall.success |= votes * 2 > config.eot_samples
         for rank in range(min(config.n_target_classes, num_classes - 1)):
-            restarts_driver(problem_for(order[:, rank], False), ball, restarts=config.restarts,
-                            mode=config.keep_best, generator=generator,
-                            random_start=config.random_start, run_once=once, overall=overall)
+            _apgd_restarts(problem_for(order[:, rank], False), ball, config, generator, overall)
     return overall.x
 
 

@@ -42,9 +42,9 @@ from encshield.attacks.whitebox.base import (
     make_problem,
     prepare_inputs,
 )
+from encshield.attacks.whitebox.runner import check_labels
 from encshield.attacks.whitebox.square import SquareConfig
 from encshield.config import validate
-from encshield.errors import ConfigError
 
 __all__ = ["AUTOATTACK_COMPONENTS", "AutoAttackConfig", "autoattack", "run_autoattack"]
 
@@ -112,11 +112,7 @@ def run_autoattack(
 ) -> torch.Tensor:
     """The ensemble with a validated :class:`AutoAttackConfig` (see :func:`autoattack`)."""
     x = prepare_inputs(x)
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
-        raise ConfigError("autoattack needs int64 labels y of shape (N,)")
-    if y.shape[0] != x.shape[0]:
-        raise ConfigError(f"y has {y.shape[0]} labels for {x.shape[0]} images")
-    y = y.to(x.device)
+    y = check_labels(x, y, "autoattack").to(x.device)
     x_adv = x.clone()
     with attack_context(model, seed, x.device):
         problem = make_problem(model, x, y, "ce", targeted=False, predict=config.predict,

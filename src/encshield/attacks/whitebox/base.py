@@ -485,6 +485,13 @@ class Best:
         torch.where(take.view(-1, *([1] * (x.dim() - 1))), x, self.x, out=self.x)
         torch.where(take, loss.float(), self.loss, out=self.loss)
 
+    def score(self, problem: Problem, x: torch.Tensor) -> Best:
+        """Offer the points ``x`` of the whole batch, scored by one gradient-free evaluation of
+        ``problem`` (``eot_samples`` forwards); returns ``self``."""
+        loss, success, _ = problem.evaluate(x, grad=False)
+        self.update(x, loss, success)
+        return self
+
     @torch.no_grad()
     def update_at(
         self, index: torch.Tensor, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor | None

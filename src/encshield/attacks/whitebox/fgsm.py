@@ -20,16 +20,12 @@ from torch import nn
 
 from encshield.attacks.whitebox.base import (
     WHITEBOX_ATTACKS,
-    Ball,
     Predict,
     WhiteboxAttack,
     WhiteboxAttackConfig,
-    attack_context,
-    local_generator,
-    make_problem,
-    prepare_inputs,
 )
 from encshield.attacks.whitebox.objectives import Objective
+from encshield.attacks.whitebox.runner import attack_setup
 from encshield.config import validate
 
 __all__ = ["FGSMConfig", "fgsm", "run_fgsm"]
@@ -53,17 +49,11 @@ def run_fgsm(
     model: nn.Module, x: torch.Tensor, y: Any, config: FGSMConfig, seed: int = 0
 ) -> torch.Tensor:
     """FGSM with a validated :class:`FGSMConfig` (see :func:`fgsm`)."""
-    x = prepare_inputs(x)
     step = config.step_size if config.step_size is not None else config.eps
-    with attack_context(model, seed, x.device):
-        problem = make_problem(model, x, y, config.objective, targeted=config.targeted,
-                               predict=config.predict, eot_samples=config.eot_samples)
-        ball = Ball(x, config.eps, config.norm)
-        if config.random_start:
-            x_adv = ball.random_start(local_generator(seed, x.device))
-        else:
-            x_adv = x.clone()
-        _, _, grad = problem.evaluate(x_adv, grad=True)
+    with attack_setup(model, x, y, config, seed, targeted=config.targeted) as run:
+        ball = run.ball
+        x_adv = ball.random_start(run.generator) if config.random_start else run.x.clone()
+        _, _, grad = run.problem.evaluate(x_adv, grad=True)
         assert grad is not None
         ball.step_(x_adv, grad, step)
         return ball.project_(x_adv)

@@ -38,13 +38,10 @@ from encshield.attacks.whitebox.base import (
     Problem,
     WhiteboxAttack,
     WhiteboxAttackConfig,
-    attack_context,
-    local_generator,
-    make_problem,
-    prepare_inputs,
     restarts_driver,
 )
 from encshield.attacks.whitebox.objectives import Objective
+from encshield.attacks.whitebox.runner import attack_setup
 from encshield.config import validate
 
 __all__ = ["PGDConfig", "PGDL2Config", "pgd", "run_pgd"]
@@ -102,25 +99,19 @@ def _pgd_once(
         assert grad is not None
         ball.step_(x_adv, grad, step_size)
         ball.project_(x_adv)
-    loss, success, _ = problem.evaluate(x_adv, grad=False)
-    best.update(x_adv, loss, success)
-    return best
+    return best.score(problem, x_adv)
 
 
 def run_pgd(
     model: nn.Module, x: torch.Tensor, y: Any, config: PGDConfig, seed: int = 0
 ) -> torch.Tensor:
     """PGD with a validated :class:`PGDConfig` (see :func:`pgd`)."""
-    x = prepare_inputs(x)
     step_size = config.step_size if config.step_size is not None else 2.5 * config.eps / config.steps
-    with attack_context(model, seed, x.device):
-        problem = make_problem(model, x, y, config.objective, targeted=config.targeted,
-                               predict=config.predict, eot_samples=config.eot_samples)
-        ball = Ball(x, config.eps, config.norm)
-        generator = local_generator(seed, x.device)
+    with attack_setup(model, x, y, config, seed, targeted=config.targeted) as run:
+        problem, ball, generator = run.problem, run.ball, run.generator
         start = dict(distribution=config.start_distribution, std=config.start_std)
         if config.keep_best == "last":
-            x_adv = ball.random_start(generator, **start) if config.random_start else x.clone()
+            x_adv = ball.random_start(generator, **start) if config.random_start else run.x.clone()
             for _ in range(config.steps):
                 _, _, grad = problem.evaluate(x_adv, grad=True)
                 assert grad is not None

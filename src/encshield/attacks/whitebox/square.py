@@ -42,14 +42,11 @@ from encshield.attacks.whitebox.base import (
     Problem,
     WhiteboxAttack,
     WhiteboxAttackConfig,
-    attack_context,
     clean_best,
-    local_generator,
-    make_problem,
-    prepare_inputs,
     restarts_driver,
 )
 from encshield.attacks.whitebox.objectives import Objective
+from encshield.attacks.whitebox.runner import attack_setup
 from encshield.config import validate
 
 __all__ = ["SquareConfig", "run_square", "square", "square_fraction"]
@@ -155,19 +152,15 @@ def run_square(
     model: nn.Module, x: torch.Tensor, y: Any, config: SquareConfig, seed: int = 0
 ) -> torch.Tensor:
     """Square Attack with a validated :class:`SquareConfig` (see :func:`square`)."""
-    x = prepare_inputs(x)
-    with attack_context(model, seed, x.device):
-        problem = make_problem(model, x, y, config.objective, targeted=config.targeted,
-                               predict=config.predict, eot_samples=config.eot_samples)
-        ball = Ball(x, config.eps, config.norm)
-        generator = local_generator(seed, x.device)
+    with attack_setup(model, x, y, config, seed, targeted=config.targeted) as run:
 
         def once(sub: Problem, sub_ball: Ball, _start: torch.Tensor) -> Best:
-            return _square_once(sub, sub_ball, config, generator)
+            return _square_once(sub, sub_ball, config, run.generator)
 
-        best = restarts_driver(problem, ball, restarts=config.restarts, mode=config.keep_best,
-                               generator=generator, random_start=False, run_once=once,
-                               overall=clean_best(problem, x, config.keep_best))
+        best = restarts_driver(run.problem, run.ball, restarts=config.restarts,
+                               mode=config.keep_best, generator=run.generator, random_start=False,
+                               run_once=once, overall=clean_best(run.problem, run.x,
+                                                                 config.keep_best))
     return best.x
 
 
