@@ -11,6 +11,7 @@ import numpy as np
 
 from encshield.data.files import Container, FileEntry
 from encshield.data.imaging import Size
+from encshield.errors import DatasetCorruptError
 from encshield.registry import Registry
 
 
@@ -199,6 +200,19 @@ class DatasetFormat:
                 return resource.checksum_text
         sha = self.known_files.get(filename)
         return f"sha256 {sha}" if sha else None
+
+    def corrupt_file(self, entry: FileEntry, kind: str, detail: str) -> DatasetCorruptError:
+        """The error for an official file of this dataset that cannot be read.
+
+        Names the file, what it should be (``kind``, e.g. ``"IDX file"``), the ``detail`` of the
+        damage, its expected checksum where known and the command that downloads it again.
+        """
+        sha = self.expected_checksum(entry.name)
+        hint = f" (expected {sha})" if sha else ""
+        return DatasetCorruptError(
+            f"{entry.display} is not a valid {kind} ({detail}); it is truncated or damaged: "
+            f"delete it and download it again{hint}: encshield data download {self.name}"
+        )
 
     def check_split_name(self, split: str) -> None:
         from encshield.errors import ConfigError

@@ -107,12 +107,7 @@ class _Idx(DatasetFormat):
         return Layout(kind="idx", missing=half) if half else None
 
     def _corrupt(self, entry: FileEntry, detail: str) -> DatasetCorruptError:
-        sha = self.expected_checksum(entry.name)
-        hint = f" (expected {sha})" if sha else ""
-        return DatasetCorruptError(
-            f"{entry.display} is not a valid IDX file ({detail}); it is truncated or damaged: "
-            f"delete it and download it again{hint}: encshield data download {self.name}"
-        )
+        return self.corrupt_file(entry, "IDX file", detail)
 
     def _header(self, entry: FileEntry, head: bytes, magic: int) -> tuple[int, ...]:
         ndim = 3 if magic == IMAGES_MAGIC else 1
@@ -212,6 +207,22 @@ class _Idx(DatasetFormat):
 
 _MNIST_BASE = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+#: The four official files of an IDX dataset, in the order of :func:`_idx_resources`' checksums.
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def _idx_resources(base: str, *checksums: tuple[str, int]) -> tuple[Resource, ...]:
+    """The resources of the four :data:`_IDX_FILES` at ``base``: ``checksums`` holds their
+    ``(sha256, size in bytes)``, in the same order."""
+    if len(checksums) != len(_IDX_FILES):
+        raise ValueError(f"expected {len(_IDX_FILES)} checksums, got {len(checksums)}")
+    return tuple(Resource(base + name, name, sha256, size)
+                 for name, (sha256, size) in zip(_IDX_FILES, checksums))
 
 
 class Mnist(_Idx):
@@ -222,15 +233,12 @@ class Mnist(_Idx):
     folder_names = ("mnist",)
     archive_pattern = r"(?<!fashion)(?<!fashion[-_])mnist"
     classes = tuple(str(d) for d in range(10))
-    resources = (
-        Resource(_MNIST_BASE + "train-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
-        Resource(_MNIST_BASE + "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
-        Resource(_MNIST_BASE + "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
-        Resource(_MNIST_BASE + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    resources = _idx_resources(
+        _MNIST_BASE,
+        ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
     )
 
 
@@ -249,15 +257,12 @@ class FashionMnist(_Idx):
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     )
-    resources = (
-        Resource(_FASHION_BASE + "train-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
-        Resource(_FASHION_BASE + "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
-        Resource(_FASHION_BASE + "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
-        Resource(_FASHION_BASE + "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    resources = _idx_resources(
+        _FASHION_BASE,
+        ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
     )
 
 

@@ -106,12 +106,7 @@ class Svhn(DatasetFormat):
         return layout if layout.splits else None
 
     def _corrupt(self, entry: FileEntry, detail: str) -> DatasetCorruptError:
-        sha = self.expected_checksum(entry.name)
-        hint = f" (expected {sha})" if sha else ""
-        return DatasetCorruptError(
-            f"{entry.display} is not a valid SVHN .mat file ({detail}); it is truncated or "
-            f"damaged: delete it and download it again{hint}: encshield data download svhn"
-        )
+        return self.corrupt_file(entry, "SVHN .mat file", detail)
 
     def count(self, layout: Layout, split: str) -> int | None:
         entry = layout.splits[split].entries[0]
