@@ -115,6 +115,13 @@ def _strip_common_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return dict(sd)
 
 
+def _unwrapped(sd: Mapping[str, Any], marker: str) -> dict[str, Any] | None:
+    """``sd`` without a common ``module.`` prefix, if one of its keys then starts with
+    ``marker`` (the layout of a format); ``None`` otherwise."""
+    plain = _strip_common_prefix(sd, "module.")
+    return plain if any(k.startswith(marker) for k in plain) else None
+
+
 def _tensor_items(sd: Mapping[str, Any], source: Source) -> dict[str, torch.Tensor]:
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -150,6 +157,37 @@ def _first_string(tree: Any, paths: list[tuple[str, ...]]) -> str | None:
 def _split_head(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
     head = {k[len(prefix):]: sd.pop(k) for k in list(sd) if k.startswith(prefix)}
     return head or None
+
+
+class _StateDictFormat(CheckpointFormat):
+    """An importer of a (possibly wrapped) state dict of tensors.
+
+    ``matches`` when :meth:`_state_dict` finds the state dict in the file's object; ``extract``
+    re-keys its tensors with :meth:`_import`, or raises :class:`CheckpointError` with
+    :meth:`_not_this_format` when the file has another layout.
+    """
+
+    @staticmethod
+    def _state_dict(obj: Any) -> Mapping[str, Any] | None:
+        """The state dict of this format inside ``obj``, or ``None``."""
+        raise NotImplementedError
+
+    def _not_this_format(self, source: Source) -> str:
+        """Why ``source`` is not a file of this format (what was expected, what was found)."""
+        raise NotImplementedError
+
+    def _import(self, source: Source, sd: dict[str, torch.Tensor]) -> ImportedWeights:
+        """The weights and hints of the state dict ``sd`` (every value checked to be a tensor)."""
+        raise NotImplementedError
+
+    def matches(self, source: Source) -> bool:
+        return self._state_dict(source.obj) is not None
+
+    def extract(self, source: Source) -> ImportedWeights:
+        sd = self._state_dict(source.obj)
+        if sd is None:
+            raise CheckpointError(self._not_this_format(source))
+        return self._import(source, _tensor_items(sd, source))
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +253,7 @@ FORMATS.add("encshield", EncshieldFormat(), aliases=("safetensors", "native"))
 # ------------------------------------------------------------------------------------------
 
 
-class SoloLearnFormat(CheckpointFormat):
+class SoloLearnFormat(_StateDictFormat):
     name = "solo-learn"
     description = "solo-learn / Lightning .ckpt (state_dict with backbone.*, classifier.*)"
 
@@ -227,20 +265,15 @@ class SoloLearnFormat(CheckpointFormat):
             sd = obj
         else:
             return None
-        sd = _strip_common_prefix(sd, "module.")
-        return sd if any(k.startswith("backbone.") for k in sd) else None
+        return _unwrapped(sd, "backbone.")
 
-    def matches(self, source: Source) -> bool:
-        return self._state_dict(source.obj) is not None
+    def _not_this_format(self, source: Source) -> str:
+        return (
+            f"{source.path} is not a solo-learn/Lightning checkpoint: expected a dict with a "
+            f"'state_dict' holding 'backbone.*' keys, found {_describe(source.obj)}"
+        )
 
-    def extract(self, source: Source) -> ImportedWeights:
-        sd = self._state_dict(source.obj)
-        if sd is None:
-            raise CheckpointError(
-                f"{source.path} is not a solo-learn/Lightning checkpoint: expected a dict with a "
-                f"'state_dict' holding 'backbone.*' keys, found {_describe(source.obj)}"
-            )
-        sd = _tensor_items(sd, source)
+    def _import(self, source: Source, sd: dict[str, torch.Tensor]) -> ImportedWeights:
         backbone = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
         head = {k[len("classifier."):]: v for k, v in sd.items() if k.startswith("classifier.")}
         skipped = sorted(k for k in sd if not k.startswith(("backbone.", "classifier.")))
@@ -290,7 +323,7 @@ BADENCODER_INDEX: dict[int, str] = {
 }
 
 
-class BadEncoderFormat(CheckpointFormat):
+class BadEncoderFormat(_StateDictFormat):
     name = "badencoder"
     description = "BadEncoder SimCLR {'epoch','state_dict','optimizer'} with f.f.<i>.* and g.*"
     default_normalization: ClassVar[dict[int, str]] = {3: "badencoder_cifar10", 7: "imagenet"}
@@ -300,26 +333,21 @@ class BadEncoderFormat(CheckpointFormat):
         sd = obj.get("state_dict") if isinstance(obj, Mapping) and "state_dict" in obj else obj
         if not _is_state_dict(sd):
             return None
-        sd = _strip_common_prefix(sd, "module.")
-        return sd if any(k.startswith("f.f.") for k in sd) else None
+        return _unwrapped(sd, "f.f.")
 
-    def matches(self, source: Source) -> bool:
-        return self._state_dict(source.obj) is not None
+    def _not_this_format(self, source: Source) -> str:
+        extra = ""
+        if isinstance(source.obj, Mapping):
+            inner = source.obj.get("state_dict", source.obj)
+            if isinstance(inner, Mapping) and any(str(k).startswith("visual.") for k in inner):
+                extra = (" (BadEncoder's ImageNet/CLIP 'visual.*' encoders are not supported "
+                         "by this importer)")
+        return (
+            f"{source.path} is not a BadEncoder SimCLR checkpoint: expected 'f.f.<i>.*' keys, "
+            f"found {_describe(source.obj)}{extra}"
+        )
 
-    def extract(self, source: Source) -> ImportedWeights:
-        sd = self._state_dict(source.obj)
-        if sd is None:
-            extra = ""
-            if isinstance(source.obj, Mapping):
-                inner = source.obj.get("state_dict", source.obj)
-                if isinstance(inner, Mapping) and any(str(k).startswith("visual.") for k in inner):
-                    extra = (" (BadEncoder's ImageNet/CLIP 'visual.*' encoders are not supported "
-                             "by this importer)")
-            raise CheckpointError(
-                f"{source.path} is not a BadEncoder SimCLR checkpoint: expected 'f.f.<i>.*' keys, "
-                f"found {_describe(source.obj)}{extra}"
-            )
-        sd = _tensor_items(sd, source)
+    def _import(self, source: Source, sd: dict[str, torch.Tensor]) -> ImportedWeights:
         backbone: dict[str, torch.Tensor] = {}
         skipped: list[str] = []
         for key, value in sd.items():
@@ -353,7 +381,7 @@ FORMATS.add("badencoder", BadEncoderFormat(), aliases=("bad-encoder",))
 # ------------------------------------------------------------------------------------------
 
 
-class TorchvisionFormat(CheckpointFormat):
+class TorchvisionFormat(_StateDictFormat):
     name = "torchvision"
     description = "plain torchvision ResNet state dict (optionally under state_dict/model)"
 
@@ -367,23 +395,18 @@ class TorchvisionFormat(CheckpointFormat):
                     break
         if not _is_state_dict(sd):
             return None
-        sd = _strip_common_prefix(sd, "module.")
-        if "conv1.weight" in sd and any(k.startswith("layer1.") for k in sd):
-            return sd
-        return None
+        plain = _unwrapped(sd, "layer1.")
+        return plain if plain is not None and "conv1.weight" in plain else None
 
-    def matches(self, source: Source) -> bool:
-        return self._state_dict(source.obj) is not None
+    def _not_this_format(self, source: Source) -> str:
+        return (
+            f"{source.path} is not a torchvision-style ResNet state dict: expected keys "
+            f"'conv1.weight', 'layer1.*' (optionally under 'state_dict'/'model'), found "
+            f"{_describe(source.obj)}"
+        )
 
-    def extract(self, source: Source) -> ImportedWeights:
-        sd = self._state_dict(source.obj)
-        if sd is None:
-            raise CheckpointError(
-                f"{source.path} is not a torchvision-style ResNet state dict: expected keys "
-                f"'conv1.weight', 'layer1.*' (optionally under 'state_dict'/'model'), found "
-                f"{_describe(source.obj)}"
-            )
-        backbone = _tensor_items(sd, source)
+    def _import(self, source: Source, sd: dict[str, torch.Tensor]) -> ImportedWeights:
+        backbone = sd
         head = _split_head(backbone, "fc.")
         metadata: dict[str, Any] = {}
         if isinstance(source.obj, Mapping):
