@@ -27,6 +27,7 @@ from encshield.defenses.finetuning import (
     AttackSettings,
     FinetuningConfig,
     FinetuningDefense,
+    PairedLogitsDefense,
     check_no_parameter_grads,
 )
 from encshield.defenses.genaf import GenAF, GenAFConfig
@@ -57,6 +58,7 @@ __all__ = [
     "DefenseResult",
     "FinetuningConfig",
     "FinetuningDefense",
+    "PairedLogitsDefense",
     "GenAF",
     "GenAFConfig",
     "GenAFStage1",

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from encshield.config import resolve
+from encshield.config import config_hash, resolve
 from encshield.data import ImageDataset
 from encshield.models import Classifier, Encoder
 from encshield.records import DefenseRecord
@@ -91,6 +91,24 @@ class Defense:
     def _emit(self, event: str, **info: Any) -> None:
         for callback in self._callbacks:
             callback(event, info)
+
+    def _record(
+        self,
+        *,
+        num_classes: int,
+        seed: int,
+        device: torch.device | str,
+        time_s: float,
+        **fields: Any,
+    ) -> DefenseRecord:
+        """The record of one :meth:`fit`: this defense's name, config and config hash, the run's
+        number of classes, seed, device and wall time (s), plus the defense's own ``fields`` of
+        :class:`~encshield.records.DefenseRecord` (``epochs``, ``losses``, ``num_train``...)."""
+        cfg = self.config
+        return DefenseRecord(
+            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+            num_classes=int(num_classes), seed=int(seed), device=str(device), time_s=time_s,
+            **fields)
 
     def fit(
         self,

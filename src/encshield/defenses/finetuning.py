@@ -45,22 +45,21 @@ from pydantic import Field
 from torch import nn
 
 from encshield.attacks.whitebox import pgd
-from encshield.config import config_hash
 from encshield.data import ImageDataset
 from encshield.defenses.base import Defense, DefenseConfig, DefenseResult
 from encshield.defenses.loop import EpochStats, train_epochs
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Classifier, Encoder, build_head
-from encshield.models.modules import set_channels_last
+from encshield.models.modules import restored_modes, set_channels_last
 from encshield.precision import autocast
 from encshield.progress import progress as progress_bar
-from encshield.records import DefenseRecord
 
 __all__ = [
     "AttackSettings",
     "FinetuningConfig",
     "FinetuningDefense",
+    "PairedLogitsDefense",
     "check_no_parameter_grads",
 ]
 
@@ -296,29 +295,50 @@ class FinetuningDefense(Defense):
         set_channels_last(model, False).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        record = DefenseRecord(
-            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
-            epochs=cfg.epochs, losses=[h.loss for h in history],
-            loss_parts=[h.parts for h in history], train_accuracy=accuracies,
-            num_train=len(train), num_classes=int(num_classes), seed=int(seed),
-            device=str(device), time_s=time.perf_counter() - start_time,
-            details=self.extra_record())
+        record = self._record(
+            num_classes=num_classes, seed=seed, device=device,
+            time_s=time.perf_counter() - start_time, epochs=cfg.epochs,
+            losses=[h.loss for h in history], loss_parts=[h.parts for h in history],
+            train_accuracy=accuracies, num_train=len(train), details=self.extra_record())
         return DefenseResult(classifier=model, record=record)
+
+
+class PairedLogitsDefense(FinetuningDefense):
+    """A fine-tuning defense whose outer loss compares the clean and the adversarial logits
+    (TRADES, MART).
+
+    :meth:`loss` runs the clean and the adversarial batch through the model in separate
+    forwards, as in the papers' code (BatchNorm batch statistics per input set), and records the
+    loss of :meth:`paired_loss` under :attr:`loss_name`.
+    """
+
+    loss_name: ClassVar[str] = "loss"
+
+    def paired_loss(
+        self, logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """The scalar outer loss from the logits ``(N, K)`` of the clean and the adversarial
+        inputs and the labels int64 ``(N,)``."""
+        raise NotImplementedError
+
+    def loss(
+        self, model: Classifier, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        assert x_adv is not None
+        logits_clean, logits_adv = model(x), model(x_adv)
+        loss = self.paired_loss(logits_clean, logits_adv, y)
+        return loss, {self.loss_name: float(loss.detach())}
 
 
 @torch.no_grad()
 def _accuracy(model: Classifier, data: ImageDataset, batch_size: int,
               device: torch.device) -> float:
     """Clean accuracy of ``model`` in eval mode on ``data`` (the previous mode is restored)."""
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
     correct = 0
-    try:
+    with restored_modes(model):
+        model.eval()
         for x, y in data.batches(batch_size, device=device):
             correct += int((model(x).argmax(1) == y).sum())
-    finally:
-        for m, mode in was_training.items():
-            m.training = mode
     return correct / max(len(data), 1)
 
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from encshield.config import config_hash
 from encshield.data import ImageDataset
 from encshield.defenses.base import DEFENSES, Defense, DefenseConfig, DefenseResult
 from encshield.defenses.genaf_stage1 import GenAFStage1, GenAFStage1Config
@@ -30,7 +29,6 @@ from encshield.defenses.layer_sensitivity import (
     select_layers,
 )
 from encshield.models import Encoder
-from encshield.records import DefenseRecord
 
 __all__ = ["GenAF", "GenAFConfig"]
 
@@ -151,13 +149,13 @@ class GenAF(Defense):
             param.grad = None
         self._emit("stage2_end", model=model, chosen=chosen)
 
-        record = DefenseRecord(
-            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+        record = self._record(
+            num_classes=num_classes, seed=seed, device=device,
+            time_s=time.perf_counter() - start_time,
             epochs=int(cfg.stage1.epochs + cfg.stage2_epochs),
             losses=[*result1.record.losses, *(h.loss for h in history)],
             train_accuracy=[*result1.record.train_accuracy, *(h.accuracy for h in history)],
-            num_train=n, num_classes=int(num_classes), seed=int(seed), device=str(device),
-            time_s=time.perf_counter() - start_time,
+            num_train=n,
             summary=f"stage 2 fine-tuned {len(selected)} of {len(scores)} layers: "
                     + ", ".join(s.name for s in selected),
             details={

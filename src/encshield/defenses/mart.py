@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from encshield.attacks.whitebox import pgd
 from encshield.defenses.base import DEFENSES
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, PairedLogitsDefense
 from encshield.defenses.losses import mart_loss
 from encshield.models import Classifier
 
@@ -53,11 +53,12 @@ class MARTConfig(FinetuningConfig):
 
 
 @DEFENSES.register("mart")
-class MART(FinetuningDefense):
+class MART(PairedLogitsDefense):
     """``loss = BCE(p_adv, y) + beta * KL(p_clean || p_adv) * (1 - p_clean[y])``."""
 
     Config = MARTConfig
     config: MARTConfig
+    loss_name = "mart"
 
     def attack(
         self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
@@ -71,11 +72,7 @@ class MART(FinetuningDefense):
                    random_start=True, start_distribution="normal",
                    start_std=cfg.attack_start_std, objective="ce", keep_best="last", seed=seed)
 
-    def loss(
-        self, model: Classifier, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        assert x_adv is not None
-        # separate forwards, as in the papers' code (BatchNorm batch statistics per input set)
-        logits_clean, logits_adv = model(x), model(x_adv)
-        loss = mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)
-        return loss, {"mart": float(loss.detach())}
+    def paired_loss(
+        self, logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        return mart_loss(logits_clean, logits_adv, y, beta=self.config.beta)

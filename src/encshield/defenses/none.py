@@ -15,13 +15,11 @@ import time
 import torch
 from pydantic import Field
 
-from encshield.config import config_hash
 from encshield.data import ImageDataset
 from encshield.defenses.base import DEFENSES, Defense, DefenseConfig, DefenseResult
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Encoder
-from encshield.records import DefenseRecord
 
 __all__ = ["NoDefense", "NoDefenseConfig"]
 
@@ -64,11 +62,9 @@ class NoDefense(Defense):
             work, train.images, train.labels, num_classes, head=cfg.head, epochs=cfg.epochs,
             lr=cfg.lr, weight_decay=cfg.weight_decay, gamma=cfg.gamma,
             batch_size=cfg.batch_size, seed=seed, device=device)
-        record = DefenseRecord(
-            name=self.name, config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
-            epochs=cfg.epochs, losses=list(head_record.losses),
-            train_accuracy=[head_record.train_accuracy], num_train=len(train),
-            num_classes=int(num_classes), seed=int(seed), device=str(device),
-            time_s=round(time.perf_counter() - start, 3),
-            summary=f"head trained {cfg.epochs} epochs on frozen features")
+        record = self._record(
+            num_classes=num_classes, seed=seed, device=device,
+            time_s=round(time.perf_counter() - start, 3), epochs=cfg.epochs,
+            losses=list(head_record.losses), train_accuracy=[head_record.train_accuracy],
+            num_train=len(train), summary=f"head trained {cfg.epochs} epochs on frozen features")
         return DefenseResult(classifier=classifier.eval(), record=record)

@@ -17,9 +17,10 @@ from pydantic import Field, model_validator
 
 from encshield.attacks.whitebox import pgd
 from encshield.defenses.base import DEFENSES
-from encshield.defenses.finetuning import FinetuningConfig, FinetuningDefense
+from encshield.defenses.finetuning import FinetuningConfig, PairedLogitsDefense
 from encshield.defenses.losses import trades_inner_objective, trades_loss
 from encshield.models import Classifier
+from encshield.models.modules import restored_modes
 
 __all__ = ["TRADES", "TRADESConfig"]
 
@@ -40,33 +41,25 @@ class TRADESConfig(FinetuningConfig):
 
 
 @DEFENSES.register("trades")
-class TRADES(FinetuningDefense):
+class TRADES(PairedLogitsDefense):
     """``loss = CE(z_clean, y) + beta * KL(p_clean || p_adv)``."""
 
     Config = TRADESConfig
     config: TRADESConfig
+    loss_name = "trades"
 
     def attack(
         self, model: Classifier, x: torch.Tensor, y: torch.Tensor, seed: int
     ) -> torch.Tensor:
         a = self.config.attack
-        was_training = {m: m.training for m in model.modules()}
-        model.eval()
-        try:
-            with torch.no_grad():
-                clean_probs = torch.softmax(model(x), dim=1)
-        finally:
-            for m, mode in was_training.items():
-                m.training = mode
+        with restored_modes(model), torch.no_grad():
+            model.eval()
+            clean_probs = torch.softmax(model(x), dim=1)
         return pgd(model, x, clean_probs, eps=a.eps, steps=a.steps, step_size=a.step_size,
                    random_start=a.random_start, objective=trades_inner_objective,
                    keep_best="last", seed=seed)
 
-    def loss(
-        self, model: Classifier, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        assert x_adv is not None
-        # separate forwards, as in the papers' code (BatchNorm batch statistics per input set)
-        logits_clean, logits_adv = model(x), model(x_adv)
-        loss = trades_loss(logits_clean, logits_adv, y, beta=self.config.beta)
-        return loss, {"trades": float(loss.detach())}
+    def paired_loss(
+        self, logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        return trades_loss(logits_clean, logits_adv, y, beta=self.config.beta)
