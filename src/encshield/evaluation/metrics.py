@@ -125,6 +125,14 @@ def _same_length(**tensors: torch.Tensor) -> int:
     return n
 
 
+def _class_indices(**named: TensorLike) -> list[torch.Tensor]:
+    """Each named per-sample input as a 1-D int64 CPU tensor (:func:`_as_1d`), in order, checked
+    to share one non-zero length (:func:`_same_length`); ValueError naming the bad input."""
+    tensors = {name: _as_1d(name, values, integer=True) for name, values in named.items()}
+    _same_length(**tensors)
+    return list(tensors.values())
+
+
 def _rate(indicator: torch.Tensor) -> float:
     """Fraction of True in a non-empty bool tensor, as a Python float (exact integer count)."""
     return int(indicator.sum()) / int(indicator.numel())
@@ -153,9 +161,7 @@ def benign_accuracy(clean_pred: TensorLike, labels: TensorLike) -> float:
     Raises:
         ValueError: different lengths, non-1-D or empty inputs, or non-integer predictions.
     """
-    pred = _as_1d("clean_pred", clean_pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    _same_length(clean_pred=pred, labels=y)
+    pred, y = _class_indices(clean_pred=clean_pred, labels=labels)
     return _rate(pred == y)
 
 
@@ -168,9 +174,7 @@ def robust_accuracy(adv_pred: TensorLike, labels: TensorLike) -> float:
     Returns:
         a float in [0, 1].
     """
-    pred = _as_1d("adv_pred", adv_pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    _same_length(adv_pred=pred, labels=y)
+    pred, y = _class_indices(adv_pred=adv_pred, labels=labels)
     return _rate(pred == y)
 
 
@@ -187,9 +191,7 @@ def fooling_rate(clean_pred: TensorLike, adv_pred: TensorLike) -> float:
     Returns:
         a float in [0, 1].
     """
-    clean = _as_1d("clean_pred", clean_pred, integer=True)
-    adv = _as_1d("adv_pred", adv_pred, integer=True)
-    _same_length(clean_pred=clean, adv_pred=adv)
+    clean, adv = _class_indices(clean_pred=clean_pred, adv_pred=adv_pred)
     return _rate(clean != adv)
 
 
@@ -202,9 +204,7 @@ def error_rate(adv_pred: TensorLike, labels: TensorLike) -> float:
     Returns:
         a float in [0, 1].
     """
-    pred = _as_1d("adv_pred", adv_pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    _same_length(adv_pred=pred, labels=y)
+    pred, y = _class_indices(adv_pred=adv_pred, labels=labels)
     return _rate(pred != y)
 
 
@@ -217,10 +217,7 @@ def attack_success_rate(clean_pred: TensorLike, adv_pred: TensorLike, labels: Te
         a float in [0, 1], or ``nan`` when no sample is classified correctly on clean inputs (the
         rate is then undefined: there is nothing to flip). Records store that as ``null``.
     """
-    clean = _as_1d("clean_pred", clean_pred, integer=True)
-    adv = _as_1d("adv_pred", adv_pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    _same_length(clean_pred=clean, adv_pred=adv, labels=y)
+    clean, adv, y = _class_indices(clean_pred=clean_pred, adv_pred=adv_pred, labels=labels)
     correct = clean == y
     n_correct = int(correct.sum())
     if n_correct == 0:
@@ -292,10 +289,7 @@ def summarize(clean_pred: TensorLike, adv_pred: TensorLike, labels: TensorLike) 
         "attack_success_rate"}`` (see :data:`SUMMARY_KEYS`), floats in [0, 1]
         (``attack_success_rate`` may be ``nan``, see :func:`attack_success_rate`).
     """
-    clean = _as_1d("clean_pred", clean_pred, integer=True)
-    adv = _as_1d("adv_pred", adv_pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    _same_length(clean_pred=clean, adv_pred=adv, labels=y)
+    clean, adv, y = _class_indices(clean_pred=clean_pred, adv_pred=adv_pred, labels=labels)
     return {
         "benign_accuracy": benign_accuracy(clean, y),
         "robust_accuracy": robust_accuracy(adv, y),
@@ -318,9 +312,8 @@ def mean_of_batch_accuracies(pred: TensorLike, labels: TensorLike, batch_size: i
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    p = _as_1d("pred", pred, integer=True)
-    y = _as_1d("labels", labels, integer=True)
-    n = _same_length(pred=p, labels=y)
+    p, y = _class_indices(pred=pred, labels=labels)
+    n = len(p)
     means = [_rate(p[s : s + batch_size] == y[s : s + batch_size]) for s in range(0, n, batch_size)]
     return sum(means) / len(means)
 

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from encshield.errors import ConfigError
 from encshield.evaluation.metrics import SUMMARY_KEYS
@@ -50,6 +50,23 @@ AttackKind = Literal["clean", "universal", "encoder_public", "encoder_deployed",
 UNHASHED_KEYS = frozenset({"path", "root", "output", "source_file", "training_record"})
 
 
+_P = TypeVar("_P", bound="_PlainRecord")
+
+
+@dataclass
+class _PlainRecord:
+    """Base of the flat dataclasses of a record: ``to_dict`` is :func:`dataclasses.asdict`,
+    ``from_dict`` its inverse (keys this version does not know are ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_P], data: dict[str, Any]) -> _P:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 def _finite_or_none(value: float | None) -> float | None:
     if value is None:
         return None
@@ -58,7 +75,7 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 @dataclass
-class AttackMetrics:
+class AttackMetrics(_PlainRecord):
     """The metrics of one row of the results table (one attack, or the clean row).
 
     All rates are fractions in [0, 1] computed per sample over the row's ``num_samples`` samples
@@ -105,17 +122,10 @@ class AttackMetrics:
                    fooling_rate=summary.get("fooling_rate"), error_rate=summary.get("error_rate"),
                    attack_success_rate=summary.get("attack_success_rate"), **extra)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttackMetrics:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
-class PerSampleRecord:
+class PerSampleRecord(_PlainRecord):
     """Per-sample predictions, for later analysis (e.g. which images every attack fools).
 
     Attributes:
@@ -147,13 +157,6 @@ class PerSampleRecord:
         labels = self.labels if idx is None else [self.labels[i] for i in idx]
         return [p == y for p, y in zip(self.adv_pred[name], labels)]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PerSampleRecord:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

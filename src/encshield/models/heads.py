@@ -145,36 +145,20 @@ def _badencoder_mlp(
 
 
 @HEADS.register("projector")
-def _projector(
-    in_dim: int,
-    out_dim: int = 256,
-    *,
-    hidden_dim: int = 2048,
-    num_layers: int = 2,
-    batch_norm: bool = True,
-    last_batch_norm: bool = False,
-    bias: bool = True,
-) -> nn.Module:
-    return ProjectionMLP(
-        in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_batch_norm, bias=bias
-    )
+def _projector(in_dim: int, out_dim: int = 256, **options: Any) -> nn.Module:
+    """An SSL projector ``(N, in_dim) -> (N, out_dim)``: :class:`ProjectionMLP` with its keyword
+    ``options`` (``hidden_dim`` 2048, ``num_layers`` 2, ``batch_norm``, ...)."""
+    return ProjectionMLP(in_dim, out_dim=out_dim, **options)
 
 
 @HEADS.register("predictor")
 def _predictor(
-    in_dim: int,
-    out_dim: int | None = None,
-    *,
-    hidden_dim: int = 4096,
-    num_layers: int = 2,
-    batch_norm: bool = True,
-    last_batch_norm: bool = False,
-    bias: bool = True,
+    in_dim: int, out_dim: int | None = None, *, hidden_dim: int = 4096, **options: Any
 ) -> nn.Module:
-    return ProjectionMLP(
-        in_dim, hidden_dim, in_dim if out_dim is None else out_dim, num_layers, batch_norm,
-        last_batch_norm, bias=bias,
-    )
+    """An SSL predictor ``(N, in_dim) -> (N, out_dim)`` (``out_dim`` defaults to ``in_dim``):
+    :class:`ProjectionMLP` with a 4096-wide hidden layer and its keyword ``options``."""
+    out = in_dim if out_dim is None else out_dim
+    return ProjectionMLP(in_dim, hidden_dim=hidden_dim, out_dim=out, **options)
 
 
 def build_head(name: str, in_dim: int, out_dim: int, **kwargs: Any) -> nn.Module:

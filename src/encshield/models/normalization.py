@@ -24,36 +24,25 @@ class NormalizationStats:
 
 
 NORMALIZATIONS: Registry[NormalizationStats] = Registry("normalization")
-NORMALIZATIONS.add(
-    "cifar10",
-    NormalizationStats(
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "CIFAR-10 statistics (solo-learn)"
-    ),
+
+_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+#: ``(name, statistics, aliases)`` of every preset.
+_PRESETS: tuple[tuple[str, NormalizationStats, tuple[str, ...]], ...] = (
+    ("cifar10", NormalizationStats(_CIFAR10_MEAN, (0.2470, 0.2435, 0.2616),
+                                   "CIFAR-10 statistics (solo-learn)"), ()),
+    ("badencoder_cifar10", NormalizationStats(
+        _CIFAR10_MEAN, (0.2023, 0.1994, 0.2010),
+        "CIFAR-10 mean with the widespread (0.2023, 0.1994, 0.2010) std (BadEncoder)"),
+     ("badencoder-cifar10", "badencoder")),
+    ("imagenet", NormalizationStats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                                    "ImageNet statistics"), ()),
+    ("stl10", NormalizationStats((0.44087798, 0.42790666, 0.38678814),
+                                 (0.25507198, 0.24801506, 0.25641308),
+                                 "STL-10 statistics (CGCL family)"), ()),
+    ("identity", NormalizationStats(None, None, "no normalisation"), ("none",)),
 )
-NORMALIZATIONS.add(
-    "badencoder_cifar10",
-    NormalizationStats(
-        (0.4914, 0.4822, 0.4465),
-        (0.2023, 0.1994, 0.2010),
-        "CIFAR-10 mean with the widespread (0.2023, 0.1994, 0.2010) std (BadEncoder)",
-    ),
-    aliases=("badencoder-cifar10", "badencoder"),
-)
-NORMALIZATIONS.add(
-    "imagenet",
-    NormalizationStats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "ImageNet statistics"),
-)
-NORMALIZATIONS.add(
-    "stl10",
-    NormalizationStats(
-        (0.44087798, 0.42790666, 0.38678814),
-        (0.25507198, 0.24801506, 0.25641308),
-        "STL-10 statistics (CGCL family)",
-    ),
-)
-NORMALIZATIONS.add(
-    "identity", NormalizationStats(None, None, "no normalisation"), aliases=("none",)
-)
+for _name, _stats, _aliases in _PRESETS:
+    NORMALIZATIONS.add(_name, _stats, aliases=_aliases)
 
 
 class Normalization(nn.Module):

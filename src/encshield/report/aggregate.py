@@ -141,6 +141,15 @@ class ResultTable:
     def seeds(self) -> tuple[int, ...]:
         return tuple(sorted({s for row in self.cells.values() for s in row.seeds}))
 
+    @property
+    def seeds_note(self) -> str:
+        """What the numbers are over the seeds: ``one seed (0)`` or ``mean ± sample std over 2
+        seeds (0, 1)``."""
+        seeds = self.seeds
+        if len(seeds) == 1:
+            return f"one seed ({seeds[0]})"
+        return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
 
 # ---------------------------------------------------------------------------------- statistics
 

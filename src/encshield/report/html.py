@@ -147,9 +147,7 @@ def _body(rows: Sequence[Sequence[str]], columns: Sequence[Column] = ()) -> str:
 
 def _table_section(table: ResultTable) -> str:
     _, rows = table_matrix(table)
-    seeds = table.seeds
-    note = (f"one seed ({seeds[0]})" if len(seeds) == 1 else
-            f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})")
+    note = table.seeds_note
     columns = table.attack_columns
     worst = [c.row for c in columns if c.kind == "worst_case"]
     wc_note = ("" if not worst else

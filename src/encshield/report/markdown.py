@@ -86,13 +86,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
     return "\n".join(lines)
 
 
-def _seeds_note(table: ResultTable) -> str:
-    seeds = table.seeds
-    if len(seeds) == 1:
-        return f"one seed ({seeds[0]})"
-    return f"mean ± sample std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-
-
 def _kinds_note(table: ResultTable) -> str:
     """The attack columns grouped by threat model (never one group for both)."""
     parts = []
@@ -125,7 +118,7 @@ def render_table(table: ResultTable, level: int = 2) -> str:
     headers, rows = table_matrix(table)
     out = [f"{'#' * level} {md_text(short_name(table.encoder))} on {md_text(table.dataset)}",
            "",
-           (f"Accuracy (%), {_seeds_note(table)}. BA = clean (benign) accuracy; every other "
+           (f"Accuracy (%), {table.seeds_note}. BA = clean (benign) accuracy; every other "
             f"column is the robust accuracy (RA) under that attack."), ""]
     if table.attack_columns:
         out += [f"Attacks: {_kinds_note(table)}.", ""]

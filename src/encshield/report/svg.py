@@ -13,7 +13,7 @@ inline in HTML alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
@@ -92,18 +92,19 @@ def _y_axis(x0: float, x1: float, label: str) -> list[str]:
     return parts
 
 
-def _error_bar(x: float, stat: Stat, cap: float = 4.0) -> list[str]:
+def _error_bar(at: float, stat: Stat, scale: Callable[[float], float] = _y, *,
+               vertical: bool = True, cap: float = 4.0) -> list[str]:
+    """The mean +- sample-std bar of ``stat`` with caps of half-width ``cap`` (nothing with one
+    seed): vertical at the x pixel ``at`` with ``scale`` the y axis, or horizontal at the y pixel
+    ``at`` with ``scale`` an x axis (a fraction -> a pixel)."""
     if stat.std is None:
         return []
-    low, high = _y(stat.mean - stat.std), _y(stat.mean + stat.std)
-    return [
-        (f'<line x1="{_num(x)}" y1="{_num(low)}" x2="{_num(x)}" y2="{_num(high)}" '
-         f'stroke="#222222" stroke-width="1.2"/>'),
-        (f'<line x1="{_num(x - cap)}" y1="{_num(low)}" x2="{_num(x + cap)}" y2="{_num(low)}" '
-         f'stroke="#222222" stroke-width="1.2"/>'),
-        (f'<line x1="{_num(x - cap)}" y1="{_num(high)}" x2="{_num(x + cap)}" y2="{_num(high)}" '
-         f'stroke="#222222" stroke-width="1.2"/>'),
-    ]
+    low, high = scale(stat.mean - stat.std), scale(stat.mean + stat.std)
+    lines = [(at, low, at, high), (at - cap, low, at + cap, low), (at - cap, high, at + cap, high)]
+    if not vertical:
+        lines = [(y1, x1, y2, x2) for x1, y1, x2, y2 in lines]
+    return [f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" '
+            f'stroke="#222222" stroke-width="1.2"/>' for x1, y1, x2, y2 in lines]
 
 
 def _legend(series: Sequence[_Series], top: float) -> list[str]:

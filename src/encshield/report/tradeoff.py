@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from encshield.report.aggregate import Stat, format_stat, short_name, slug
+from encshield.report.aggregate import format_stat, short_name, slug
 from encshield.report.svg import (
     _AXIS_H,
     _LEFT,
@@ -53,17 +53,6 @@ def _x_axis() -> list[str]:
     parts.append(f'<text x="{_num(_x(0.5))}" y="{_num(_y(0) + 34)}" text-anchor="middle">'
                  f"BA: clean accuracy (%)</text>")
     return parts
-
-
-def _x_error_bar(stat: Stat, y: float, cap: float = 4.0) -> list[str]:
-    """A horizontal mean +- std bar with caps (nothing with one seed)."""
-    if stat.std is None:
-        return []
-    low, high = _x(stat.mean - stat.std), _x(stat.mean + stat.std)
-    return [f'<line x1="{_num(low)}" y1="{_num(y)}" x2="{_num(high)}" y2="{_num(y)}" '
-            f'stroke="#222222" stroke-width="1.2"/>',
-            *(f'<line x1="{_num(x)}" y1="{_num(y - cap)}" x2="{_num(x)}" y2="{_num(y + cap)}" '
-              f'stroke="#222222" stroke-width="1.2"/>' for x in (low, high))]
 
 
 def _place(label: str, cx: float, cy: float, taken: list[tuple[float, float, float, float]],
@@ -112,7 +101,7 @@ def tradeoff_chart(verdict: Verdict, row: str | None = None) -> str | None:
         lx, ly, anchor = _place(label, cx, cy, taken, width - 4)
         tip = f"{cost.defense}: BA {format_stat(ba)} %, {row} RA {format_stat(ra)} %"
         parts += [f'<g class="point" data-defense="{escape(cost.defense, quote=True)}">',
-                  *_x_error_bar(ba, cy), *_error_bar(cx, ra),
+                  *_error_bar(cy, ba, _x, vertical=False), *_error_bar(cx, ra),
                   (f'<circle cx="{_num(cx)}" cy="{_num(cy)}" r="5" fill="{color}" '
                    f'stroke="#222222" stroke-width="0.8"><title>{escape(tip)}</title></circle>'),
                   (f'<text class="label" x="{_num(lx)}" y="{_num(ly)}" text-anchor="{anchor}" '
