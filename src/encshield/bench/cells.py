@@ -21,6 +21,7 @@ atomically (the store records them only after the function returns).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,56 +42,77 @@ EXAMPLES_FORMAT = "encshield-examples/1"
 _GAP, _PAIR_GAP = 2, 10  # pixels between the clean and adversarial image, and between samples
 
 
-def _artifact(root: Path, relative: str) -> dict[str, str]:
-    from encshield.checkpoints import sha256_file
+@dataclass(frozen=True)
+class _Cell:
+    """One cell being run: its ``params``, the stored records of its dependencies (``deps``),
+    the artifacts folder ``root``, its id, the data root and the device."""
 
-    return {"path": relative, "sha256": sha256_file(root / relative)}
+    params: dict[str, Any]
+    deps: list[dict[str, Any]]
+    root: Path
+    cell_id: str
+    data_root: str | None
+    device: str
+
+    def data(self, dataset: str, split: str, limit: int | None) -> Any:
+        """The :class:`~encshield.workflows.DataSpec` of ``dataset``/``split`` (a seeded subset
+        of ``limit`` images when given) with the cell's seed and data root."""
+        from encshield.workflows import DataSpec
+
+        return DataSpec(dataset, split, limit=limit, seed=self.params["seed"], root=self.data_root)
+
+    def encoder(self) -> Any:
+        """The cell's encoder, verified against the sha256 recorded when the matrix was
+        expanded."""
+        from encshield.workflows import resolve_encoder
+
+        identity = self.params["encoder"]
+        return resolve_encoder(identity["spec"], expected_sha256=identity["sha256"])
+
+    def folder(self, relative: str) -> Path:
+        """The artifacts subfolder ``relative``, created if needed."""
+        path = self.root / relative
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def artifact(self, relative: str) -> dict[str, str]:
+        """``{"path", "sha256"}`` of the written artifact ``relative`` (to :attr:`root`)."""
+        from encshield.checkpoints import sha256_file
+
+        return {"path": relative, "sha256": sha256_file(self.root / relative)}
 
 
-def _encoder(params: dict[str, Any]) -> Any:
-    """The cell's encoder, verified against the sha256 recorded when the matrix was expanded."""
-    from encshield.workflows import resolve_encoder
+def _attack_cell(cell: _Cell) -> Output:
+    from encshield.workflows import fit_attack
 
-    identity = params["encoder"]
-    return resolve_encoder(identity["spec"], expected_sha256=identity["sha256"])
-
-
-def _attack_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
-                 cell_id: str, data_root: str | None, device: str) -> Output:
-    from encshield.workflows import DataSpec, fit_attack
-
-    sur = params["surrogate"]
-    surrogate = DataSpec(sur["dataset"], sur["split"], limit=sur["limit"], seed=params["seed"],
-                         root=data_root)
-    folder = f"attacks/{cell_id}"
-    (root / folder).mkdir(parents=True, exist_ok=True)
+    params, sur = cell.params, cell.params["surrogate"]
+    folder = f"attacks/{cell.cell_id}"
+    path = cell.folder(folder)
     perturbation, record = fit_attack(
-        params["attack"], _encoder(params), surrogate, eps=params["eps"], seed=params["seed"],
-        overrides=params["set"], image_size=params["image_size"], device=device,
-        output=root / folder / f"{params['row']}.safetensors",
-        png=root / folder / f"{params['row']}.png")
+        params["attack"], cell.encoder(), cell.data(sur["dataset"], sur["split"], sur["limit"]),
+        eps=params["eps"], seed=params["seed"], overrides=params["set"],
+        image_size=params["image_size"], device=cell.device,
+        output=path / f"{params['row']}.safetensors", png=path / f"{params['row']}.png")
     result = {"row": params["row"], "attack": params["attack"], "eps": params["eps"],
               "fit_seconds": round(record.fit_seconds, 2), "surrogate": record.surrogate,
               "encoder_sha256": record.encoder["sha256"]}
-    artifacts = {"perturbation": _artifact(root, f"{folder}/{params['row']}.safetensors"),
-                 "png": _artifact(root, f"{folder}/{params['row']}.png")}
+    artifacts = {"perturbation": cell.artifact(f"{folder}/{params['row']}.safetensors"),
+                 "png": cell.artifact(f"{folder}/{params['row']}.png")}
     return result, artifacts, []
 
 
-def _model_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
-                cell_id: str, data_root: str | None, device: str) -> Output:
-    from encshield.workflows import DataSpec, fit_defense
+def _model_cell(cell: _Cell) -> Output:
+    from encshield.workflows import fit_defense
 
-    ds = params["dataset"]
-    data = DataSpec(ds["name"], ds["train_split"], limit=ds["limit_train"], seed=params["seed"],
-                    root=data_root)
-    relative = f"models/{cell_id}.safetensors"
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    _, record = fit_defense(params["defense"], _encoder(params), data, seed=params["seed"],
-                            overrides=params["set"], image_size=params["image_size"],
-                            device=device, output=root / relative)
-    (root / relative).with_suffix(".json").unlink(missing_ok=True)  # the store holds the record
-    return record.to_dict(), {"model": _artifact(root, relative)}, []
+    params, ds = cell.params, cell.params["dataset"]
+    relative = f"models/{cell.cell_id}.safetensors"
+    output = cell.folder("models") / f"{cell.cell_id}.safetensors"
+    _, record = fit_defense(params["defense"], cell.encoder(),
+                            cell.data(ds["name"], ds["train_split"], ds["limit_train"]),
+                            seed=params["seed"], overrides=params["set"],
+                            image_size=params["image_size"], device=cell.device, output=output)
+    output.with_suffix(".json").unlink(missing_ok=True)  # the store holds the record
+    return record.to_dict(), {"model": cell.artifact(relative)}, []
 
 
 def write_examples(kept: dict[str, Any], class_names: list[str], png: Path,
@@ -142,16 +164,15 @@ def write_examples(kept: dict[str, Any], class_names: list[str], png: Path,
     return content
 
 
-def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Path,
-                   cell_id: str, data_root: str | None, device: str) -> Output:
+def _evaluate_cell(cell: _Cell) -> Output:
     from encshield.evaluation.evaluate import examples_of
-    from encshield.workflows import DataSpec, evaluate_model
+    from encshield.workflows import evaluate_model
 
-    model, *attacks = deps
+    params, root, cell_id, device = cell.params, cell.root, cell.cell_id, cell.device
+    model, *attacks = cell.deps
     ds = params["dataset"]
     record = evaluate_model(
-        DataSpec(ds["name"], ds["test_split"], limit=ds["limit_test"], seed=params["seed"],
-                 root=data_root),
+        cell.data(ds["name"], ds["test_split"], ds["limit_test"]),
         model=root / model["artifacts"]["model"]["path"],
         perturbations=[root / a["artifacts"]["perturbation"]["path"] for a in attacks],
         whitebox=params["whitebox"], whitebox_limit=params["whitebox_limit"] or None,
@@ -175,11 +196,11 @@ def _evaluate_cell(params: dict[str, Any], deps: list[dict[str, Any]], root: Pat
     artifacts: dict[str, dict[str, str]] = {}
     kept = examples_of(record)
     if any(len(r) for r in kept.values()):
-        (root / "examples").mkdir(parents=True, exist_ok=True)
+        cell.folder("examples")
         png, sidecar = f"examples/{cell_id}.png", f"examples/{cell_id}.json"
         class_names = record.config.get("dataset", {}).get("class_names") or []
         write_examples(kept, class_names, root / png, root / sidecar)
-        artifacts = {"examples_png": _artifact(root, png), "examples": _artifact(root, sidecar)}
+        artifacts = {"examples_png": cell.artifact(png), "examples": cell.artifact(sidecar)}
     return result, artifacts, metrics
 
 
@@ -198,4 +219,4 @@ def run_cell(kind: str, params: dict[str, Any], deps: list[dict[str, Any]], arti
     if data_root is not None:
         os.environ["ENCSHIELD_DATA"] = data_root
     torch.manual_seed(0)
-    return _RUNNERS[kind](params, deps, Path(artifacts_root), cell_id, data_root, device)
+    return _RUNNERS[kind](_Cell(params, deps, Path(artifacts_root), cell_id, data_root, device))
