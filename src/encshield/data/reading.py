@@ -13,7 +13,10 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from encshield.data.bounded import (
     CORRUPTION_ERRORS,
@@ -23,6 +26,13 @@ from encshield.data.bounded import (
 )
 from encshield.data.files import Container, FileEntry, iter_tar, normalise_member
 from encshield.errors import DatasetError
+
+
+@dataclass
+class _Position:
+    """The archive member being read (named in corruption errors), ``None`` between members."""
+
+    member: str | None = None
 
 
 class _ConsumerError(Exception):
@@ -43,6 +53,25 @@ def _consume(
         raise
     except Exception as error:  # re-raised unchanged by the caller
         raise _ConsumerError(error) from error
+
+
+@contextmanager
+def _archive_errors(path: Path) -> Iterator[_Position]:
+    """Read archive ``path`` inside: its errors become one dataset error naming it.
+
+    Dataset errors and a consumer's own errors pass unchanged; a permission error becomes a
+    :class:`~encshield.errors.DatasetError`, a corruption error (:data:`CORRUPTION_ERRORS`) a
+    :class:`~encshield.errors.DatasetCorruptError` naming the member of the yielded position.
+    """
+    position = _Position()
+    try:
+        yield position
+    except (DatasetError, _ConsumerError):
+        raise
+    except PermissionError as error:
+        raise DatasetError(f"cannot read archive {path}: permission denied ({error})") from None
+    except CORRUPTION_ERRORS as error:
+        raise corrupt_error(f"archive {path}", error, path=path, member=position.member) from None
 
 
 def read_entries(
@@ -107,36 +136,28 @@ def _read_zip(
 ) -> None:
     """Read members of a zip, each refused first if its announced size is a bomb."""
     path = container.path
-    member: str | None = None
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = {}
-            for info in zf.infolist():
-                norm = normalise_member(info.filename)
-                if norm is not None:
-                    names[norm] = info
-            for entry in group:
-                member = entry.path
-                found = names.get(entry.path)
-                if found is None:
-                    raise corrupt_error(
-                        f"archive {path}", "member missing (the archive changed?)",
-                        path=path, member=member,
-                    )
-                check_announced(
-                    f"member {found.filename!r} of archive {path}", found.file_size,
-                    found.compress_size, path=path,
+    with _archive_errors(path) as position, zipfile.ZipFile(path) as zf:
+        names = {}
+        for info in zf.infolist():
+            norm = normalise_member(info.filename)
+            if norm is not None:
+                names[norm] = info
+        for entry in group:
+            position.member = entry.path
+            found = names.get(entry.path)
+            if found is None:
+                raise corrupt_error(
+                    f"archive {path}", "member missing (the archive changed?)",
+                    path=path, member=entry.path,
                 )
-                with zf.open(found) as fh:  # never more than the announced file_size
-                    data = fh.read() if limit is None else fh.read(limit)
-                member = None
-                _consume(consumer, entry, data)
-    except (DatasetError, _ConsumerError):
-        raise
-    except PermissionError as error:
-        raise DatasetError(f"cannot read archive {path}: permission denied ({error})") from None
-    except CORRUPTION_ERRORS as error:
-        raise corrupt_error(f"archive {path}", error, path=path, member=member) from None
+            check_announced(
+                f"member {found.filename!r} of archive {path}", found.file_size,
+                found.compress_size, path=path,
+            )
+            with zf.open(found) as fh:  # never more than the announced file_size
+                data = fh.read() if limit is None else fh.read(limit)
+            position.member = None
+            _consume(consumer, entry, data)
 
 
 def _read_tar(
@@ -157,14 +178,13 @@ def _read_tar(
             _consume(consumer, entry, data if limit is None else data[:limit])
         return
     seen: set[str] = set()
-    member_name: str | None = None
-    try:
+    with _archive_errors(path) as position:
         iterator = iter_tar(path, verify=verify)
         for member, name, tf in iterator:
             wanted_entry = wanted.get(name)
             if wanted_entry is None or name in seen:
                 continue
-            member_name = name
+            position.member = name
             fh = tf.extractfile(member)  # reads at most member.size (the tar header's size)
             size = member.size if limit is None else min(limit, member.size)
             data = read_capped(fh, size)[:size] if fh is not None else b""
@@ -173,18 +193,12 @@ def _read_tar(
                     f"archive {path}", f"member has {len(data)} of {member.size} bytes",
                     path=path, member=name,
                 )
-            member_name = None
+            position.member = None
             seen.add(name)
             _consume(consumer, wanted_entry, data)
             if not verify and len(seen) == len(wanted):
                 iterator.close()
                 break
-    except (DatasetError, _ConsumerError):
-        raise
-    except PermissionError as error:
-        raise DatasetError(f"cannot read archive {path}: permission denied ({error})") from None
-    except CORRUPTION_ERRORS as error:
-        raise corrupt_error(f"archive {path}", error, path=path, member=member_name) from None
     missing = [n for n in wanted if n not in seen]
     if missing:
         raise corrupt_error(
