@@ -38,8 +38,7 @@ class BarlowTwins(SSLMethod):
         )
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         loss = barlow_twins_loss(
             z[:n], z[n:], lambd=self.config.lambd, scale_loss=self.config.scale_loss
         )

@@ -61,6 +61,8 @@ class SSLMethod(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: Name of the default view recipe in :func:`encshield.ssl.augment.preset`.
     augment_preset: ClassVar[str] = "simclr"
+    #: The projection head, in the methods that have one (built by their ``__init__``).
+    projector: nn.Module
 
     def __init__(self, encoder: Encoder, config: MethodConfig) -> None:
         super().__init__()
@@ -105,6 +107,14 @@ class SSLMethod(nn.Module):
                     f"and {tuple(view.shape)} (view {i})"
                 )
         return int(first[0])
+
+    def project_views(self, views: list[torch.Tensor]) -> tuple[int, torch.Tensor]:
+        """Check the two ``views`` (:meth:`check_views`) and run them as one batch through the
+        encoder and ``self.projector``: returns ``N`` and the projections ``(2 N, D)`` (the first
+        view's ``N`` rows first)."""
+        n = self.check_views(views)
+        z: torch.Tensor = self.projector(self.encoder(torch.cat(views)))
+        return n, z
 
     # -- memory queues ----------------------------------------------------------------------
     def register_queue(self, name: str, size: int, dim: int, *, random_init: bool = True) -> None:
@@ -206,7 +216,6 @@ class MomentumProjectorMethod(SSLMethod):
     adds ``momentum_encoder`` and ``momentum_projector`` (their parameter names in checkpoints).
     """
 
-    projector: nn.Module
     momentum_encoder: nn.Module
     momentum_projector: nn.Module
 

@@ -57,8 +57,7 @@ class NNCLR(SSLMethod):
         return nearest_neighbour(z, support)[0]
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         p = self.predictor(z)
         z1, z2 = z[:n], z[n:]
         support = self.queue_rows("queue")

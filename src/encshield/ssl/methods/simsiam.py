@@ -45,8 +45,7 @@ class SimSiam(SSLMethod):
         )
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         p = self.predictor(z)
         loss = (simsiam_loss(p[:n], z[n:]) + simsiam_loss(p[n:], z[:n])) / 2
         return {"loss": loss}

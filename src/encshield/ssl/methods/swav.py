@@ -79,8 +79,8 @@ class SwAV(SSLMethod):
         return sinkhorn_knopp(scores, c.sk_epsilon, c.sk_iters)
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = F.normalize(self.projector(self.encoder(torch.cat(views))), dim=1)
+        n, z = self.project_views(views)
+        z = F.normalize(z, dim=1)
         weight = self.prototypes.weight
         if int(self.steps) < self.config.freeze_prototypes_steps:
             weight = weight.detach()

@@ -80,8 +80,7 @@ class VIbCReg(SSLMethod):
         )
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         # The Linear/BN layers run once on both views; IterNorm whitens each view's batch on its
         # own, as when the projector is applied to each branch (whitening the concatenation
         # would only whiten the two views jointly).

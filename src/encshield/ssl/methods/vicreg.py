@@ -40,8 +40,7 @@ class VICReg(SSLMethod):
         )
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         c = self.config
         terms = vicreg_terms(z[:n], z[n:])
         return combine_vic_terms(terms, c.sim_loss_weight, c.var_loss_weight, c.cov_loss_weight)

@@ -51,8 +51,7 @@ class WMSE(SSLMethod):
         )
 
     def training_loss(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        n = self.check_views(views)
-        z = self.projector(self.encoder(torch.cat(views)))
+        n, z = self.project_views(views)
         c = self.config
         loss = wmse_loss(z[:n], z[n:], w_size=c.w_size, w_iter=c.w_iter, eps=c.w_eps)
         return {"loss": loss}
