@@ -93,8 +93,8 @@ ApgdKeep = Literal["misclassified", "loss"]
 FirstComparison = Literal["previous", "zero"]
 
 
-class APGDConfig(WhiteboxAttackConfig):
-    """APGD with cross-entropy (APGD-CE) by default.
+class APGDIterationConfig(WhiteboxAttackConfig):
+    """The iteration settings shared by APGD and APGD-T.
 
     Attributes:
         steps: iterations ``N_iter`` per restart (100 in AutoAttack), >= 1.
@@ -103,11 +103,6 @@ class APGDConfig(WhiteboxAttackConfig):
         momentum: ``alpha`` of the momentum update, in [0, 1] (0.75; 1 = no momentum).
         initial_step: ``eta(0)`` as a multiple of ``eps`` (2).
         random_start: start at a random point of the ball (else at ``x``).
-        targeted: ``y`` holds target labels; maximise ``-objective(outputs, y)``.
-        keep_best: ``misclassified`` (first misclassified iterate, else highest loss; samples
-            misclassified on the clean input are not attacked) or ``loss``.
-        first_comparison: condition 1 compares ``x(1)`` with ``f(x(0))`` (``previous``, the
-            paper) or with 0 (``zero``, AutoAttack's code) - a compatibility option.
     """
 
     steps: int = Field(100, ge=1)
@@ -116,6 +111,21 @@ class APGDConfig(WhiteboxAttackConfig):
     momentum: float = Field(0.75, ge=0, le=1)
     initial_step: float = Field(2.0, gt=0)
     random_start: bool = True
+
+
+class APGDConfig(APGDIterationConfig):
+    """APGD with cross-entropy (APGD-CE) by default.
+
+    Attributes:
+        steps, restarts, rho, momentum, initial_step, random_start: see
+            :class:`APGDIterationConfig`.
+        targeted: ``y`` holds target labels; maximise ``-objective(outputs, y)``.
+        keep_best: ``misclassified`` (first misclassified iterate, else highest loss; samples
+            misclassified on the clean input are not attacked) or ``loss``.
+        first_comparison: condition 1 compares ``x(1)`` with ``f(x(0))`` (``previous``, the
+            paper) or with 0 (``zero``, AutoAttack's code) - a compatibility option.
+    """
+
     targeted: bool = False
     keep_best: ApgdKeep = "misclassified"
     first_comparison: FirstComparison = "previous"
@@ -127,7 +137,7 @@ class APGDDLRConfig(APGDConfig):
     objective: str | Callable[..., Any] = "dlr"
 
 
-class APGDTargetedConfig(WhiteboxAttackConfig):
+class APGDTargetedConfig(APGDIterationConfig):
     """APGD-T: APGD with the targeted DLR loss towards the top-k wrong classes.
 
     Attributes:
@@ -142,12 +152,6 @@ class APGDTargetedConfig(WhiteboxAttackConfig):
     """
 
     objective: str | Callable[..., Any] = "dlr_targeted"
-    steps: int = Field(100, ge=1)
-    restarts: int = Field(1, ge=1)
-    rho: float = Field(0.75, gt=0, lt=1)
-    momentum: float = Field(0.75, ge=0, le=1)
-    initial_step: float = Field(2.0, gt=0)
-    random_start: bool = True
     keep_best: ApgdKeep = "misclassified"
     first_comparison: FirstComparison = "previous"
     n_target_classes: int = Field(9, ge=1)
