@@ -37,6 +37,13 @@ def _check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
         )
 
 
+def _check_queue(queue: Tensor, z: Tensor) -> None:
+    """``queue`` must be ``(K, D)`` with the feature dimension ``D`` of ``z`` ``(N, D)``."""
+    _check_2d("queue", queue)
+    if queue.shape[1] != z.shape[1]:
+        raise ValueError(f"queue must have shape (K, {z.shape[1]}), got {tuple(queue.shape)}")
+
+
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")

@@ -12,6 +12,7 @@ from encshield.ssl.losses._common import (
     _as_views,
     _check_2d,
     _check_positive,
+    _check_queue,
     _check_same,
 )
 
@@ -105,9 +106,7 @@ def infonce_loss(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) 
         Scalar loss.
     """
     _check_same("q", q, "k", k)
-    _check_2d("queue", queue)
-    if queue.shape[1] != q.shape[1]:
-        raise ValueError(f"queue must have shape (K, {q.shape[1]}), got {tuple(queue.shape)}")
+    _check_queue(queue, q)
     _check_positive("temperature", temperature)
     q = F.normalize(q, dim=1)
     k = F.normalize(k.detach(), dim=1)
@@ -191,9 +190,7 @@ def nearest_neighbour(z: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
         ``(neighbours (N, D), indices (N,))``: ``neighbours[i] = queue[indices[i]]``.
     """
     _check_2d("z", z)
-    _check_2d("queue", queue)
-    if queue.shape[1] != z.shape[1]:
-        raise ValueError(f"queue must have shape (K, {z.shape[1]}), got {tuple(queue.shape)}")
+    _check_queue(queue, z)
     with torch.no_grad():
         sim = F.normalize(z.detach(), dim=1) @ F.normalize(queue.detach().to(z.dtype), dim=1).T
         idx = sim.argmax(dim=1)

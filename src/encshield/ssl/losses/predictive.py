@@ -15,6 +15,7 @@ from encshield.ssl.losses._common import (
     _as_views,
     _check_2d,
     _check_positive,
+    _check_queue,
     _check_same,
 )
 
@@ -93,9 +94,7 @@ def ressl_loss(
         Scalar loss.
     """
     _check_same("q", q, "k", k)
-    _check_2d("queue", queue)
-    if queue.shape[1] != q.shape[1]:
-        raise ValueError(f"queue must have shape (K, {q.shape[1]}), got {tuple(queue.shape)}")
+    _check_queue(queue, q)
     _check_positive("temperature_q", temperature_q)
     _check_positive("temperature_k", temperature_k)
     queue = queue.detach().to(q.dtype)
