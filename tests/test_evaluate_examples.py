@@ -18,13 +18,12 @@ from encshield.evaluation import evaluate_classifier
 from encshield.evaluation.evaluate import RowExamples, examples_of
 from encshield.evaluation.records import EvaluationRecord
 from tests.test_evaluate import (  # noqa: F401  (fixtures are found by name)
-    _no_defense,
     constant_perturbation,
     fgsm_stand_in,
-    files,
     smoke,
     zero_perturbation,
 )
+from tests.test_evaluate_workflow import _no_defense, files  # noqa: F401
 
 K = 4
 WHITEBOX = "fgsm:eps=8/255,limit=9"

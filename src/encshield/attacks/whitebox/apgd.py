@@ -340,7 +340,8 @@ def _targeted_objective(objective: Any) -> Objective:
             f"apgd_t objective must be 'dlr_targeted', 'ce' or a callable "
             f"(outputs, (y, targets)) -> (N,), got {objective!r}"
         )
-    return objective
+    custom: Callable[[Any, Any], torch.Tensor] = objective
+    return custom
 
 
 def run_apgd_targeted(

@@ -79,7 +79,8 @@ class AutoAttackConfig(WhiteboxAttackConfig):
     @classmethod
     def _some_attacks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError(f"at least one attack; allowed values: {', '.join(AUTOATTACK_COMPONENTS)}")
+            allowed = ", ".join(AUTOATTACK_COMPONENTS)
+            raise ValueError(f"at least one attack; allowed values: {allowed}")
         if len(set(value)) != len(value):
             raise ValueError(f"attacks listed twice in {list(value)}")
         return value

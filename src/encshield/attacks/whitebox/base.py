@@ -172,7 +172,7 @@ def attack_context(model: nn.Module, seed: int, device: torch.device) -> Iterato
     try:
         model.eval()
         with torch.random.fork_rng(devices=devices):
-            torch.random.default_generator.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             for index in devices:
                 with torch.cuda.device(index):
                     torch.cuda.manual_seed(seed)
@@ -218,7 +218,8 @@ def select(reference: Any, index: torch.Tensor | None) -> Any:
     if isinstance(reference, (tuple, list)):
         return type(reference)(select(item, index) for item in reference)
     raise ConfigError(
-        f"y must be a tensor (or a tuple of tensors) indexed by sample, got {type(reference).__name__}"
+        "y must be a tensor (or a tuple of tensors) indexed by sample, got "
+        f"{type(reference).__name__}"
     )
 
 
@@ -236,7 +237,8 @@ def _check_reference(reference: Any, n: int) -> None:
     items = reference if isinstance(reference, (tuple, list)) else [reference]
     for item in items:
         if not isinstance(item, torch.Tensor):
-            raise ConfigError(f"y must be a tensor or a tuple of tensors, got {type(item).__name__}")
+            raise ConfigError(
+                f"y must be a tensor or a tuple of tensors, got {type(item).__name__}")
         if item.dim() == 0 or item.shape[0] != n:
             raise ConfigError(
                 f"y has shape {tuple(item.shape)}; expected its first dimension to be the "
@@ -412,7 +414,8 @@ class Ball:
         return delta.add_(self.x).clamp_(0.0, 1.0)
 
     @torch.no_grad()
-    def step_(self, x_adv: torch.Tensor, grad: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+    def step_(self, x_adv: torch.Tensor, grad: torch.Tensor,
+              step: float | torch.Tensor) -> torch.Tensor:
         """Steepest-ascent step in place: ``sign(g)`` (L-inf) or ``g / ||g||_2`` (L2).
 
         ``grad`` is overwritten; ``step`` is a float or a per-sample tensor ``(N, 1, 1, 1)``.

@@ -35,7 +35,8 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 class _BPDAFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, forward_fn: TensorFn, backward_fn: TensorFn | None) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, forward_fn: TensorFn,
+                backward_fn: TensorFn | None) -> torch.Tensor:
         ctx.backward_fn = backward_fn
         if backward_fn is not None:
             ctx.save_for_backward(x)
@@ -62,7 +63,8 @@ class _BPDAFunction(torch.autograd.Function):
         return grad, None, None
 
 
-def bpda(x: torch.Tensor, forward_fn: TensorFn, backward_fn: TensorFn | None = identity) -> torch.Tensor:
+def bpda(x: torch.Tensor, forward_fn: TensorFn,
+         backward_fn: TensorFn | None = identity) -> torch.Tensor:
     """``forward_fn(x)`` on the forward pass, ``backward_fn``'s gradient on the backward pass.
 
     Args:
@@ -77,7 +79,8 @@ def bpda(x: torch.Tensor, forward_fn: TensorFn, backward_fn: TensorFn | None = i
     if backward_fn is None and not x.requires_grad:
         with torch.no_grad():
             return forward_fn(x)
-    return _BPDAFunction.apply(x, forward_fn, backward_fn)
+    out: torch.Tensor = _BPDAFunction.apply(x, forward_fn, backward_fn)  # type: ignore[no-untyped-call]
+    return out
 
 
 class BPDA(nn.Module):

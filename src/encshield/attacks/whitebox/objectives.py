@@ -71,7 +71,8 @@ _EPS = 1e-12
 
 def _logits(outputs: Any, name: str) -> torch.Tensor:
     if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        shape = (tuple(outputs.shape) if isinstance(outputs, torch.Tensor)
+                 else type(outputs).__name__)
         raise ConfigError(
             f"objective {name!r} needs logits (N, C) from the model, got {shape}; for models that "
             "return several outputs pass a custom objective callable(outputs, y) -> (N,)"
@@ -80,7 +81,8 @@ def _logits(outputs: Any, name: str) -> torch.Tensor:
 
 
 def _labels(reference: Any, logits: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(reference, torch.Tensor) or reference.dim() != 1 or reference.is_floating_point():
+    if (not isinstance(reference, torch.Tensor) or reference.dim() != 1
+            or reference.is_floating_point()):
         raise ConfigError(f"objective {name!r} needs int64 labels (N,) as reference (y)")
     if reference.shape[0] != logits.shape[0]:
         raise ConfigError(
@@ -134,7 +136,8 @@ def dlr(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = _logits(outputs, "dlr")
     y = _labels(y, logits, "dlr")
     if logits.shape[1] < 3:
-        raise ConfigError(f"objective 'dlr' needs at least 3 classes, the model has {logits.shape[1]}")
+        raise ConfigError(
+            f"objective 'dlr' needs at least 3 classes, the model has {logits.shape[1]}")
     z_sorted = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     return -(z_y - _other_max(logits, y)) / (z_sorted[:, 0] - z_sorted[:, 2] + _EPS)
@@ -142,7 +145,8 @@ def dlr(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @OBJECTIVES.register("dlr_targeted", aliases=("dlr_t",))
 @_with_kind("labels_and_targets")
-def dlr_targeted(outputs: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def dlr_targeted(outputs: torch.Tensor,
+                 reference: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Targeted DLR (Croce & Hein, ICML 2020, Eq. 7), per sample ``(N,)``.
 
     ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` with ``reference = (labels y, targets t)``,
@@ -192,7 +196,8 @@ def feature_cosine_distance(outputs: torch.Tensor, reference: torch.Tensor) -> t
 def feature_l2_distance(outputs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``||f(x_adv) - f(x)||_2`` per sample; ``reference`` = clean features."""
     f, r = _features(outputs, reference, "feature_l2")
-    return (f - r).norm(dim=1)
+    distance: torch.Tensor = (f - r).norm(dim=1)
+    return distance
 
 
 def resolve_objective(objective: str | Objective) -> Objective:

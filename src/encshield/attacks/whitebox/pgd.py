@@ -106,12 +106,17 @@ def run_pgd(
     model: nn.Module, x: torch.Tensor, y: Any, config: PGDConfig, seed: int = 0
 ) -> torch.Tensor:
     """PGD with a validated :class:`PGDConfig` (see :func:`pgd`)."""
-    step_size = config.step_size if config.step_size is not None else 2.5 * config.eps / config.steps
+    step_size = (config.step_size if config.step_size is not None
+                 else 2.5 * config.eps / config.steps)
     with attack_setup(model, x, y, config, seed, targeted=config.targeted) as run:
         problem, ball, generator = run.problem, run.ball, run.generator
-        start = dict(distribution=config.start_distribution, std=config.start_std)
+
+        def start_point() -> torch.Tensor:
+            return ball.random_start(generator, distribution=config.start_distribution,
+                                     std=config.start_std)
+
         if config.keep_best == "last":
-            x_adv = ball.random_start(generator, **start) if config.random_start else run.x.clone()
+            x_adv = start_point() if config.random_start else run.x.clone()
             for _ in range(config.steps):
                 _, _, grad = problem.evaluate(x_adv, grad=True)
                 assert grad is not None

@@ -1,7 +1,8 @@
 """The common start of the ``run_<attack>`` functions of the white-box attacks.
 
-:func:`attack_setup` checks the images, enters :func:`~encshield.attacks.whitebox.base.attack_context`
-and builds the problem, the threat-model ball and the seeded generator from a validated config;
+:func:`attack_setup` checks the images, enters
+:func:`~encshield.attacks.whitebox.base.attack_context` and builds the problem, the threat-model
+ball and the seeded generator from a validated config;
 :func:`check_labels` checks the labels of the attacks that need class labels.
 """
 

@@ -202,6 +202,7 @@ def sanity_check(
             objective = lambda out, ref: cw_margin(out["logits"], ref)  # noqa: E731
     elif isinstance(objective, str):
         objective = resolve_objective(objective)
+    assert callable(objective)  # resolved above (a name or a default), never None here
     with attack_context(model, seed, x.device):
         leaf = x.clone().requires_grad_(True)
         loss = objective(model(leaf), y)

@@ -95,7 +95,7 @@ def square_fraction(iteration: int, queries: int, p_init: float, rescale: bool =
     if rescale:
         iteration = int(iteration / queries * 10000)
     halvings = sum(1 for boundary in _HALVINGS if iteration > boundary)
-    return p_init / 2**halvings
+    return float(p_init / 2**halvings)
 
 
 def _window_side(p: float, h: int, w: int) -> int:
