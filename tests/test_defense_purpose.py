@@ -5,9 +5,12 @@ An adversarially fine-tuned downstream model must have a clearly higher white-bo
 Standard fine-tuning moves the encoder away from the public one, so a downstream-agnostic
 perturbation fitted on the public encoder transfers less: its RA under SSP must rise.
 
-The budget is what 2 CPU cores do in a few minutes: 1,000 training images, 3 epochs, encoder
-learning rate 1e-3 (10x the papers', for the short schedule), budget 4/255 (at 8/255 such a
-short schedule mostly collapses clean accuracy; the tiny-tier benchmark reports that regime).
+The budget is what 2 CPU cores do in a minute per defense, with the settings `encshield tune`
+chose on validation data for short schedules (benchmarks/results/tune/): 1,000 training images,
+batch 64, 4 epochs, encoder learning rate 1e-3 and head learning rate 1e-4 (the papers' 1e-4 /
+5e-3 are tuned for ~10,000 steps: with a few dozen steps the encoder barely moves and the head
+collapses to chance), bf16 autocast with channels-last memory, a 3-step inner attack at the
+standard budget of 8/255.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from encshield.attacks.whitebox import pgd
 from encshield.defenses import build_defense
 from encshield.evaluation.subsets import select_subset
 
-EPS = 4 / 255
-ATTACK = {"eps": EPS, "steps": 3, "step_size": 2 / 255}
+EPS = 8 / 255
+ATTACK = {"eps": EPS, "steps": 3, "step_size": 2.7 / 255}
 ADVERSARIAL = ("pgd_at", "trades", "mart", "genaf_stage1")
-COMMON = {"epochs": 3, "head_init_epochs": 5, "batch_size": 128, "encoder_lr": 1e-3}
+COMMON = {"epochs": 4, "head_init_epochs": 5, "batch_size": 64, "encoder_lr": 1e-3,
+          "head_lr": 1e-4, "amp": True, "channels_last": True}
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +74,15 @@ def test_adversarial_finetuning_raises_whitebox_robustness(name: str, setting: d
                                                            baseline: tuple[float, float]) -> None:
     if name == "genaf":
         config = {"stage1": {**COMMON, "attack": ATTACK}, "probe_size": 128, "probe_eps": EPS,
-                  "ascent_epochs": 1, "stage2_epochs": 1, "stage2_batch_size": 128}
+                  "ascent_epochs": 1, "stage2_epochs": 1, "stage2_batch_size": 64}
     else:
         config = {**COMMON, "attack": ATTACK}
     fitted = build_defense(name, config).fit(setting["encoder"], setting["train"], 10, seed=0)
     clean, robust = _accuracies(fitted.classifier, setting)
-    print(f"{name}: BA {clean:.3f} RA(PGD-10 4/255) {robust:.3f}; "
+    print(f"{name}: BA {clean:.3f} RA(PGD-10 8/255) {robust:.3f}; "
           f"no defense: BA {baseline[0]:.3f} RA {baseline[1]:.3f}")
     assert robust >= baseline[1] + 0.05, (name, clean, robust, baseline)
-    assert clean > 0.2, (name, clean)  # still a working classifier (chance: 0.1)
+    assert clean >= 0.7 * baseline[0], (name, clean, baseline)  # no collapse (chance: 0.1)
 
 
 def test_standard_finetuning_weakens_transfer_of_a_dae(
