@@ -132,3 +132,14 @@ def test_tune_chooses_on_validation_data(files: dict[str, Path],
     assert main(["tune", "pgd_at", "--encoder", str(files["encoder"]), "--data", "imagefolder",
                  "--val", "imagefolder", "--root", str(files["data"]), "--grid",
                  "nope=1,2"]) == 2  # refused before any fit
+
+
+def test_grid_points_do_not_share_nested_overrides() -> None:
+    """Each point's overrides are its own (a nested base section is copied, not shared)."""
+    from encshield.workflows.tune import grid_points, point_overrides
+
+    base = {"stage1": {"epochs": 1, "attack": {"steps": 3}}}
+    built = [point_overrides(base, p) for p in grid_points({"stage1.epochs": [4, 10]})]
+    assert [b["stage1"]["epochs"] for b in built] == [4, 10]
+    assert base["stage1"]["epochs"] == 1 and built[0]["stage1"]["attack"] == {"steps": 3}
+    assert built[0]["stage1"] is not built[1]["stage1"]

@@ -13,6 +13,7 @@ cheaper fit); when no point qualifies, the highest ``BA + RA`` wins and the reco
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from encshield.records import TuneRecord
 from encshield.workflows.defense import fit_defense
 from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resolve_encoder
 
-__all__ = ["CRITERION", "grid_points", "tune_defense"]
+__all__ = ["CRITERION", "grid_points", "point_overrides", "tune_defense"]
 
 #: How the best point is chosen (also written into every record).
 CRITERION = ("max validation RA among points with validation BA >= {ratio} x the no-defense "
@@ -58,6 +59,15 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             raise ConfigError(f"grid {key}: give at least one value")
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_overrides(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """A grid point's full overrides: a deep copy of ``base`` with the point's dotted keys
+    merged in (points never share a nested section)."""
+    overrides = copy.deepcopy(dict(base))
+    for key, value in point.items():
+        merge(overrides, _nested(key, value))
+    return overrides
 
 
 def tune_defense(
@@ -100,10 +110,7 @@ def tune_defense(
     points = grid_points(grid)
     base = dict(base or {})
     for point in points:  # validate every point before the first (long) fit
-        overrides = dict(base)
-        for key, value in point.items():
-            merge(overrides, _nested(key, value))
-        build_defense(name, overrides)
+        build_defense(name, point_overrides(base, point))
     spec = parse_whitebox(attack)
     dev = parse_device(device)
     resolved = resolve_encoder(encoder)
@@ -127,10 +134,7 @@ def tune_defense(
         bar(info=f"no defense: BA {baseline['val_ba']:.3f} RA {baseline['val_ra']:.3f}")
         results: list[dict[str, Any]] = []
         for point in points:
-            overrides = dict(base)
-            for key, value in point.items():
-                merge(overrides, _nested(key, value))
-            results.append({"point": point, **score(overrides, name)})
+            results.append({"point": point, **score(point_overrides(base, point), name)})
             bar(info=f"{point}: BA {results[-1]['val_ba']:.3f} RA {results[-1]['val_ra']:.3f}")
     floor = min_ba_ratio * baseline["val_ba"]
     for result in results:
