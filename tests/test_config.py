@@ -116,3 +116,12 @@ def test_oversized_fractions_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="too large"):
         parse_fractions(["1" + "0" * 400 + "/1"])  # finite text, float overflow
     assert parse_fractions({"eps": "8/255"}) == {"eps": pytest.approx(8 / 255)}
+
+
+def test_set_reads_scientific_notation_as_numbers_and_never_nan() -> None:
+    """``--set lr=5e-3`` is the number 0.005 (YAML 1.1 would read a string); ``nan``/``inf``
+    written as words stay text, so no non-finite number enters a config this way."""
+    from encshield.config import apply_overrides
+
+    raw = apply_overrides({}, ["a.lr=5e-3", "b=nan", "c=-inf", "d=3"])
+    assert raw == {"a": {"lr": 0.005}, "b": "nan", "c": "-inf", "d": 3}

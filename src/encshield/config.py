@@ -151,6 +151,19 @@ def load_yaml_text(text: str, source: str) -> Any:
     return loaded
 
 
+def parse_value(text: str, source: str) -> Any:
+    """One command-line value: safe YAML (:func:`load_yaml_text`), with scientific notation
+    without a dot (``5e-3``, a string in YAML 1.1) read as the number it means."""
+    value = load_yaml_text(text, source)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value  # "nan"/"inf" stay text
+    return value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3``, ``0.1``, ``[1,2]``).
 
@@ -174,7 +187,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = load_yaml_text(text, f"--set {key.strip()}={text!r}")
+        node[parts[-1]] = parse_value(text, f"--set {key.strip()}={text!r}")
     return raw
 
 

@@ -28,7 +28,7 @@ __all__ = ["parse_grid", "register"]
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """``["head_lr=5e-3,5e-4", "epochs=2,5"]`` -> ``{"head_lr": [0.005, 0.0005], ...}``."""
-    from encshield.config import load_yaml_text, parse_fractions
+    from encshield.config import parse_fractions, parse_value
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -36,20 +36,10 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         if not sep or not key.strip() or not text.strip():
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. "
                               "--grid head_lr=5e-3,5e-4")
-        values = [_number(parse_fractions(load_yaml_text(v.strip(), f"--grid {key}")))
+        values = [parse_fractions(parse_value(v.strip(), f"--grid {key}"))
                   for v in text.split(",")]
         grid[key.strip()] = values
     return grid
-
-
-def _number(value: Any) -> Any:
-    """YAML reads ``5e-3`` as a string (YAML 1.1 floats need a dot): make it the number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _flat(overrides: dict[str, Any], prefix: str = "") -> list[str]:
