@@ -262,6 +262,11 @@ class SharedFinetuning:
         """What determines the shared fine-tuning (``None``: no fine-tuning stage)."""
         raise NotImplementedError
 
+    def finetune_overrides(self) -> dict[str, Any]:
+        """The config fields that determine the fine-tuning (JSON), enough to rebuild a defense
+        that runs the same :meth:`finetune`."""
+        raise NotImplementedError
+
     def finetune(self, victim: Encoder, *, seed: int = 0, device: torch.device | str = "cpu",
                  progress: bool = False, train: ImageDataset | None = None,
                  num_classes: int | None = None) -> EncoderSet:
@@ -299,6 +304,12 @@ class ZePAD(SharedFinetuning, BranchEnsembleDefense):
             "mpae": mpae, "aft": cfg.aft.model_dump(mode="json"),
             "finetune_on": cfg.finetune_on, "finetune_limit": cfg.finetune_limit}))
         return key
+
+    def finetune_overrides(self) -> dict[str, Any]:
+        fields = ("branches", "default_mpae", "default_bmp", "aft", "finetune_on",
+                  "finetune_limit")
+        dumped = self.config.model_dump(mode="json")
+        return {name: dumped[name] for name in fields}
 
     def use_finetuned(self, encoders: EncoderSet) -> None:
         self.finetuned = encoders
