@@ -97,6 +97,14 @@ class EnsembleConfig(DefenseConfig):
         except ConfigError as error:
             raise ValueError(str(error)) from None
 
+    @field_validator("branches")
+    @classmethod
+    def _one_mpae(cls, values: list[BranchSpec] | None) -> list[BranchSpec] | None:
+        if values is not None and not any(b.role == "mpae" for b in values):
+            raise ValueError("at least one branch must have role mpae (ZePAD fuses one or more "
+                             "MPAE branches with the BMP)")
+        return values
+
     @field_validator("default_mpae", "default_bmp")
     @classmethod
     def _candidates(cls, values: list[str]) -> list[str]:

@@ -113,7 +113,7 @@ def entropy_weights(logits: torch.Tensor, k: float = 3.0) -> torch.Tensor:
     logits ``(B, N, C)`` -> ``(N, B)``; equal weights for a sample whose entropies are all 0."""
     z = stack_logits(logits).float()
     log_p = torch.log_softmax(z, dim=-1)
-    entropy = -(log_p.exp() * log_p).sum(dim=-1).clamp_min(0.0)  # (B, N)
+    entropy = (-(log_p.exp() * log_p).sum(dim=-1)).clamp_min(0.0)  # (B, N)
     total = entropy.sum(dim=0, keepdim=True)
     uniform = torch.full_like(entropy, 1.0 / z.shape[0])
     weights = torch.where(total > _TINY, entropy / total.clamp_min(_TINY), uniform)
