@@ -84,7 +84,7 @@ def detection_sections(cells: Sequence[Any]) -> list[Section]:
         table = Section("DAE detection", title, (
             "Detection on the mix of each attack row's clean and adversarial inputs (each test "
             "sample once clean, once attacked), % (mean over seeds): accuracy, TPR and FPR at "
-            "the detector's threshold, AUROC, and TPR at <= 5 % FPR."),
+            "the detector's threshold, AUROC, and TPR at a false-positive rate of at most 5 %."),
             ["defense", "attack", "threshold", "accuracy", "TPR", "FPR", "AUROC",
              "TPR@5%FPR", "seeds"])
         sweep_thresholds = sorted({float(p["threshold"]) for runs in groups.values()
