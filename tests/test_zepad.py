@@ -233,6 +233,20 @@ def test_adaptive_attacks_on_the_fused_model(data: ImageDataset) -> None:
     assert torch.allclose(objective, expected)
 
 
+def test_detection_aware_attack_lowers_the_confidence_gap(fitted) -> None:  # noqa: ANN001
+    """With the penalty active on every sample (threshold below every gap), the
+    detection-aware attack ends with a lower MPAE-BMP gap than plain PGD."""
+    model = fitted.classifier
+    data = synthetic(32, seed=4)
+    x, y = data.to_float(), data.labels
+    detector = detector_of(model)
+    assert detector is not None
+    plain = WHITEBOX_ATTACKS.get("pgd")(model, x, y, eps=8 / 255, steps=5, seed=0)
+    aware = WHITEBOX_ATTACKS.get("detection_aware_pgd")(model, x, y, eps=8 / 255, steps=5,
+                                                         seed=0, threshold=-1.0)
+    assert float(detector.scores(aware).mean()) < float(detector.scores(plain).mean())
+
+
 def test_sanity_flags_on_a_zepad_model(fitted) -> None:  # noqa: ANN001
     """The fused model is deterministic and differentiable: no randomness and no
     vanishing-gradient flag (the other checks run and return their numbers)."""

@@ -10,7 +10,8 @@ already attacks it as a whole. These two add what an adaptive attacker of ZePAD 
     the loss of the fused logits; 0 by default): every branch is pushed off the label at once,
     so the fusion cannot fall back on a branch that still classifies correctly.
 ``detection_aware_pgd``
-    PGD on the fused loss minus ``detection_penalty * relu(gap - threshold + margin)``, ``gap``
+    PGD on the fused loss (the CW margin, capped at ``cap = 1``) minus
+    ``detection_penalty * relu(gap - threshold + margin)``, ``gap``
     the MPAE-minus-BMP confidence gap of ZePAD's DAE detector
     (:func:`encshield.models.fusion.confidence_gap` with the model's ``detector_settings``): it
     keeps the gap under the detection threshold while fooling the classifier. It returns the
@@ -85,21 +86,29 @@ class BranchOutputs(nn.Module):
 
 def branch_objective(loss: str | Callable[..., Any], *, fused_weight: float = 0.0,
                      branch_weight: float = 1.0, detection_penalty: float = 0.0,
-                     threshold: float = 0.1, margin: float = 0.0
+                     threshold: float = 0.1, margin: float = 0.0, cap: float | None = None
                      ) -> Callable[[dict[str, Any], torch.Tensor], torch.Tensor]:
     """The objective ``(BranchOutputs output, y) -> (N,)`` to maximise::
 
-        fused_weight * L(z, y) + branch_weight * sum_i L(z_i, y)
+        fused_weight * min(L(z, y), cap) + branch_weight * sum_i min(L(z_i, y), cap)
             - detection_penalty * relu(gap - threshold + margin)
+
+    ``cap`` (``None``: no cap) bounds the classification terms, as the confidence ``kappa`` of
+    Carlini & Wagner (IEEE S&P 2017): once a sample is misclassified with that margin, only
+    the detection penalty moves it.
     """
     fn = resolve_objective(loss)
+
+    def term(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = fn(z, y)
+        return value if cap is None else value.clamp(max=cap)
 
     def objective(outputs: dict[str, Any], y: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(outputs["logits"].shape[0], device=outputs["logits"].device)
         if fused_weight:
-            total = total + fused_weight * fn(outputs["logits"], y)
+            total = total + fused_weight * term(outputs["logits"], y)
         if branch_weight:
-            total = total + branch_weight * sum(fn(z, y) for z in outputs["branches"])
+            total = total + branch_weight * sum(term(z, y) for z in outputs["branches"])
         if detection_penalty and outputs["gap"] is not None:
             excess = torch.relu(outputs["gap"] - threshold + margin)
             total = total - detection_penalty * excess
@@ -117,11 +126,14 @@ class JointPGDConfig(PGDConfig):
 
 
 class DetectionAwarePGDConfig(JointPGDConfig):
-    """Detection-aware PGD: the fused loss minus a penalty on the confidence gap above the
-    detection threshold (``threshold``: ``None`` = the model's detector threshold).
+    """Detection-aware PGD: the fused loss, capped at ``cap`` (the CW margin by default, capped
+    at 1: misclassified with a logit margin of 1), minus a penalty on the confidence gap above
+    the detection threshold (``threshold``: ``None`` = the model's detector threshold).
     ``keep_best``: ``None`` = ``loss`` on a model with a detector (prefer undetected points),
     else ``misclassified`` (plain PGD)."""
 
+    objective: str | Callable[..., Any] = "cw"
+    cap: float | None = 1.0
     fused_weight: float = Field(1.0, ge=0.0)
     branch_weight: float = Field(0.0, ge=0.0)
     detection_penalty: float = Field(10.0, ge=0.0)
@@ -157,7 +169,7 @@ def run_detection_aware_pgd(model: nn.Module, x: torch.Tensor, y: Any,
     objective = branch_objective(config.objective, fused_weight=config.fused_weight,
                                  branch_weight=config.branch_weight,
                                  detection_penalty=config.detection_penalty,
-                                 threshold=threshold, margin=config.margin)
+                                 threshold=threshold, margin=config.margin, cap=config.cap)
     keep = config.keep_best or ("loss" if wrapper.gap else "misclassified")
     return run_pgd(wrapper, x, y, _pgd_config(config, objective, keep), seed)
 
