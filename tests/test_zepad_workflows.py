@@ -124,6 +124,29 @@ def test_cli_fine_tune_once_then_heads_only(files: dict[str, str],
     assert "no shared fine-tuning" in _one_line_error(capsys)
 
 
+def test_transfer_dae_fitted_on_an_ensemble_of_public_encoders(
+        files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``ensemble:A+B`` is an encoder spec: ``attack fit`` fits a universal attack on the
+    concatenated features of both encoders (the transfer attacker who downloads them all)."""
+    from encshield.attacks import Perturbation
+    from encshield.workflows import encoder_identity, resolve_encoder
+
+    spec = f"ensemble:{files['helper']}+{files['bmp']}"
+    resolved = resolve_encoder(spec)
+    assert resolved.encoder.feature_dim == 2 * 32 and resolved.format == "ensemble"
+    assert encoder_identity(spec)["sha256"] == resolved.sha256
+    out = Path(files["base"]) / "advencoder-ensemble.safetensors"
+    assert main(["attack", "fit", "advencoder", "--encoder", spec, "--surrogate",
+                 "imagefolder:train", "--root", files["data"], "--set", "epochs=1",
+                 "--set", "batch_size=16", "--output", str(out)]) == 0
+    capsys.readouterr()
+    meta = Perturbation.load(out).metadata["encoder"]
+    assert meta["spec"] == spec and meta["sha256"] == resolved.sha256
+    assert main(["attack", "fit", "advencoder", "--encoder", "ensemble:", "--surrogate",
+                 "imagefolder:train", "--root", files["data"], "--output", str(out)]) == 2
+    assert "an ensemble needs members" in _one_line_error(capsys)
+
+
 def _zepad_entry(label: str, **changes: object) -> dict:
     aft = {"epochs": 1, "batch_size": 32, "head_init_epochs": 1, "attack": {"steps": 1}}
     return {"name": "zepad", "label": label, "set": {
