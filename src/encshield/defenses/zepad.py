@@ -238,8 +238,9 @@ class BranchEnsembleDefense(Defense):
         single = model.branch(model.indices("mpae")[0])
         fused_ms, single_ms = _ms_per_image(model, x), _ms_per_image(single, x)
         with torch.inference_mode():
-            accuracy = float((model(x).argmax(1).cpu() == train.labels[:x.shape[0]])
-                             .float().mean())
+            correct = sum(int((model(xb).argmax(1) == yb).sum())
+                          for xb, yb in train.batches(h.batch_size, device=device))
+        accuracy = correct / len(train)
         roles = ", ".join(f"{b.name} ({b.spec.role})" for b in branches)
         record = self._record(
             num_classes=num_classes, seed=seed, device=device,
