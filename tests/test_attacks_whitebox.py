@@ -52,7 +52,8 @@ EPS = {"linf": 8 / 255, "l2": 0.5}
 FAST = {"pgd": {"steps": 10}, "pgd_l2": {"steps": 10}, "apgd_ce": {"steps": 10},
         "apgd_dlr": {"steps": 10}, "apgd_t": {"steps": 5, "n_target_classes": 3}, "fgsm": {},
         "square": {"queries": 100},
-        "autoattack": {"steps": 5, "n_target_classes": 3, "queries": 20}}
+        "autoattack": {"steps": 5, "n_target_classes": 3, "queries": 20},
+        "joint_pgd": {"steps": 10}, "detection_aware_pgd": {"steps": 10}}
 
 
 def _images(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +150,8 @@ def _uniform_noise(x: torch.Tensor, eps: float, norm: str, seed: int = 0) -> tor
 
 
 def test_registry_names_and_configs() -> None:
-    assert NAMES == ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "fgsm", "pgd", "pgd_l2",
-                     "square"]
+    assert NAMES == ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "detection_aware_pgd",
+                     "fgsm", "joint_pgd", "pgd", "pgd_l2", "square"]
     for name in NAMES:
         attack = WHITEBOX_ATTACKS.get(name)
         config = attack.config()

@@ -96,3 +96,34 @@ def test_standard_finetuning_weakens_transfer_of_a_dae(
     assert baseline[2] < baseline[0] - 0.1  # the DAE works on the no-defense model
     assert dae > baseline[2] + 0.03, (dae, baseline)
     assert clean > 0.3
+
+
+def test_zepad_keeps_ba_and_raises_dae_robustness(setting: dict) -> None:
+    """ZePAD (Lei, Yang, Zhang, ICLR 2026) with its default zoo branches for this victim: the
+    victim and the zoo's BYOL encoder adversarially fine-tuned once (Gen-AF stage 1, the short
+    schedule above on 500 of the training images, 2 epochs, a 2-step inner attack), the clean
+    BYOL encoder as BMP, RFDM fusion. On 1,000 test images its clean accuracy stays within 4
+    points of the no-defense model's and its RA under the SSP DAE fitted on the public (victim)
+    encoder rises by at least 8 points (measured: BA -2.0, RA +15.6). The BMP of this zoo is
+    weak (BYOL, 24 % BA), so the fused model's accuracy comes from the fine-tuned victim branch;
+    see docs/methods.md, "ZePAD"."""
+    test = data.load("cifar10", "test")
+    test = test.subset(select_subset(test.labels, 1000, seed=0, mode="stratified"))
+    x, y = test.to_float(), test.labels
+    aft = {**COMMON, "epochs": 2, "head_init_epochs": 3,
+           "attack": {"eps": EPS, "steps": 2, "step_size": 4 / 255}}
+    heads = {"epochs": 5, "batch_size": 128}
+    none = build_defense("none", heads).fit(setting["encoder"], setting["train"], 10).classifier
+    fitted = build_defense("zepad", aft=aft, heads=heads, finetune_limit=500).fit(
+        setting["encoder"], setting["train"], 10, seed=0)
+    assert [b["role"] for b in fitted.record.details["branches"]] == ["mpae", "mpae", "bmp"]
+    x_dae = setting["ssp"].apply(x)
+    with torch.inference_mode():
+        (ba_none, ra_none), (ba, ra) = (
+            [float((m(v).argmax(1) == y).float().mean()) for v in (x, x_dae)]
+            for m in (none, fitted.classifier))
+    print(f"zepad ({fitted.record.summary}): BA {ba:.3f} RA(SSP) {ra:.3f}; no defense: "
+          f"BA {ba_none:.3f} RA(SSP) {ra_none:.3f}")
+    assert ra_none < ba_none - 0.1  # the DAE works on the no-defense model
+    assert ba >= ba_none - 0.04, (ba, ba_none)
+    assert ra >= ra_none + 0.08, (ra, ra_none)

@@ -2,8 +2,10 @@
 
 * ``attack``: :func:`encshield.workflows.fit_attack` with the surrogate data; the perturbation
   (safetensors + PNG).
-* ``model``: :func:`encshield.workflows.fit_defense` on a downstream train split; the defended
-  classifier.
+* ``finetune``: :func:`encshield.workflows.finetune_encoders`, the shared fine-tuning stage of a
+  defense (ZePAD's MPAE encoders, fine-tuned once); the encoder set (safetensors).
+* ``model``: :func:`encshield.workflows.fit_defense` on a downstream train split (reusing the
+  fine-tuned encoders of its ``finetune`` dependency, if any); the defended classifier.
 * ``evaluate``: :func:`encshield.workflows.evaluate_model` on the test split with every
   perturbation of the encoder and the per-sample rows; plus example images (the first
   :data:`EXAMPLES_PER_ROW` samples of every attack row, clean and adversarial) as one PNG with a
@@ -101,16 +103,35 @@ def _attack_cell(cell: _Cell) -> Output:
     return result, artifacts, []
 
 
+def _finetune_cell(cell: _Cell) -> Output:
+    from encshield.workflows import finetune_encoders
+
+    params, ds = cell.params, cell.params["dataset"]
+    relative = f"finetuned/{cell.cell_id}.safetensors"
+    output = cell.folder("finetuned") / f"{cell.cell_id}.safetensors"
+    train = None if ds is None else cell.data(ds["name"], ds["train_split"], ds["limit_train"])
+    result = finetune_encoders(params["defense"], cell.encoder(), train=train,
+                               root=cell.data_root, seed=params["seed"],
+                               overrides=params["set"], image_size=params["image_size"],
+                               device=cell.device, output=output)
+    summary = {"names": result.names, "key": result.key, "record": result.record,
+               "sha256": result.sha256}
+    return summary, {"encoders": cell.artifact(relative)}, []
+
+
 def _model_cell(cell: _Cell) -> Output:
     from encshield.workflows import fit_defense
 
     params, ds = cell.params, cell.params["dataset"]
     relative = f"models/{cell.cell_id}.safetensors"
     output = cell.folder("models") / f"{cell.cell_id}.safetensors"
+    finetuned = [cell.root / d["artifacts"]["encoders"]["path"] for d in cell.deps
+                 if "encoders" in d.get("artifacts", {})]
     _, record = fit_defense(params["defense"], cell.encoder(),
                             cell.data(ds["name"], ds["train_split"], ds["limit_train"]),
                             seed=params["seed"], overrides=params["set"],
-                            image_size=params["image_size"], device=cell.device, output=output)
+                            image_size=params["image_size"], device=cell.device, output=output,
+                            finetuned=finetuned[0] if finetuned else None)
     output.with_suffix(".json").unlink(missing_ok=True)  # the store holds the record
     return record.to_dict(), {"model": cell.artifact(relative)}, []
 
@@ -204,7 +225,8 @@ def _evaluate_cell(cell: _Cell) -> Output:
     return result, artifacts, metrics
 
 
-_RUNNERS = {"attack": _attack_cell, "model": _model_cell, "evaluate": _evaluate_cell}
+_RUNNERS = {"attack": _attack_cell, "finetune": _finetune_cell, "model": _model_cell,
+            "evaluate": _evaluate_cell}
 
 
 def run_cell(kind: str, params: dict[str, Any], deps: list[dict[str, Any]], artifacts_root: str,

@@ -17,9 +17,11 @@ downstream datasets x seeds, plus the white-box rows every table needs::
 :class:`~encshield.errors.ConfigError` naming the field, the value and the allowed values.
 :func:`expand` turns the config into cells (:class:`Cell`): one ``attack`` cell per encoder x
 attack x budget (fitted once, on the surrogate set), one ``model`` cell per encoder x defense x
-dataset x seed (defended once) and one ``evaluate`` cell per model cell (every perturbation of
-its encoder plus the white-box rows). A cell's id is the hash of everything that determines its
-result, including the ids of the cells it depends on and the attack's / defense's full resolved
+dataset x seed (defended once; a defense with a shared fine-tuning stage, ZePAD, depends on a
+``finetune`` cell shared by every model asking for the same fine-tuning) and one ``evaluate``
+cell per model cell (every perturbation of its encoder, transfer attacks fitted on another
+encoder included, plus the white-box rows). A cell's id is the hash of everything that determines
+its result, including the ids of the cells it depends on and the attack's / defense's full resolved
 config (defaults included), so a changed setting or default never reuses a stale result.
 """
 
@@ -120,8 +122,13 @@ class NamedEntry(_Strict):
         return self.label or self.name
 
 
-#: A universal attack of :data:`encshield.attacks.universal.UNIVERSAL_ATTACKS`.
-AttackEntry = NamedEntry
+class AttackEntry(NamedEntry):
+    """A universal attack of :data:`encshield.attacks.universal.UNIVERSAL_ATTACKS`; ``encoder``
+    fits it on another encoder than the model's (a transfer attack: ZePAD's BMP encoder, or an
+    ``ensemble:A+B`` of public encoders; docs/methods.md, "ZePAD"), default: the model's."""
+
+    encoder: str | None = None
+
 #: A defense of :data:`encshield.defenses.DEFENSES`.
 DefenseEntry = NamedEntry
 
@@ -236,10 +243,14 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
     rows = [a.row for a in config.attacks]
     if len(set(rows)) != len(rows):
         raise ConfigError(f"attacks: row names {rows} repeat; give repeated attacks a label")
+    finetune_sets = []
     for i, defense in enumerate(config.defenses):
         check(f"defenses[{i}].name", lambda d=defense: DEFENSES.get(d.name))
-        check(f"defenses[{i}].set",
-              lambda d=defense: build_defense(d.name, parse_fractions(d.set)))
+        built = check(f"defenses[{i}].set",
+                      lambda d=defense: build_defense(d.name, parse_fractions(d.set)))
+        finetune_on = getattr(built.config, "finetune_on", None)
+        if finetune_on:
+            finetune_sets.append((f"defenses[{i}].set.finetune_on", finetune_on))
     rows = [d.row for d in config.defenses]
     if len(set(rows)) != len(rows):
         raise ConfigError(f"defenses: row names {rows} repeat; give repeated defenses a label")
@@ -252,6 +263,7 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
     _check_unique(config, [s.row_name for s in specs])
     names = [("surrogate.dataset", config.surrogate.dataset)]
     names += [(f"datasets[{i}].name", d.name) for i, d in enumerate(config.datasets)]
+    names += [(where, text.partition(":")[0]) for where, text in finetune_sets]
     for where, name in names:
         check(where, lambda n=name: DATASETS.canonical(n))
     splits = [("surrogate.split", config.surrogate.dataset, config.surrogate.split)]
@@ -275,6 +287,9 @@ def validate_bench(config: BenchConfig, *, check_files: bool = True) -> None:
                 f"run `encshield data download {name}`")
     for i, spec in enumerate(config.encoders):
         check(f"encoders[{i}]", lambda s=spec: encoder_identity(s))
+    for i, attack in enumerate(config.attacks):
+        if attack.encoder is not None:
+            check(f"attacks[{i}].encoder", lambda s=attack.encoder: encoder_identity(s))
 
 
 def _check_unique(config: BenchConfig, whitebox_rows: list[str]) -> None:
@@ -344,7 +359,7 @@ def _check_device(device: str, *, present: bool) -> None:
                           f"({count if available else 0} {parsed.type} device(s)); use cpu")
 
 
-CellKind = Literal["attack", "model", "evaluate"]
+CellKind = Literal["attack", "finetune", "model", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -383,19 +398,56 @@ def _resolved_defense(entry: NamedEntry) -> dict[str, Any]:
             "config": defense.config.model_dump(mode="json")}
 
 
+def _finetune_cell(defense: NamedEntry, enc: dict[str, str], dataset: DatasetEntry, seed: int,
+                   image_size: int | None) -> Cell | None:
+    """The ``finetune`` cell of a defense with a shared fine-tuning stage (ZePAD's MPAE
+    encoders), else ``None``. Its params hold only what determines the fine-tuning (the defense's
+    :meth:`~encshield.defenses.SharedFinetuning.finetune_key`), so every defense entry and every
+    downstream dataset asking for the same fine-tuning shares one cell (fine-tune once)."""
+    from encshield.defenses import DEFENSES, SharedFinetuning, build_defense
+
+    built = build_defense(defense.name, parse_fractions(defense.set))
+    if not isinstance(built, SharedFinetuning):
+        return None
+    key = built.finetune_key(enc["sha256"])
+    if key is None:
+        return None
+    on_downstream = key.get("finetune_on") is None
+    where = f"{dataset.name}:{dataset.train_split}" if on_downstream else key["finetune_on"]
+    return Cell("finetune", {
+        "encoder": enc, "defense": DEFENSES.canonical(defense.name), "key": key,
+        "set": built.finetune_overrides(),
+        "dataset": dataset.model_dump() if on_downstream else None,
+        "seed": seed, "image_size": image_size,
+    }, title=f"fine-tune {DEFENSES.canonical(defense.name)} on {where} seed {seed}")
+
+
 def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = None) -> list[Cell]:
-    """The cells of ``config`` in dependency order (attacks and models before evaluations).
+    """The cells of ``config`` in dependency order (attacks, fine-tunings and models before
+    evaluations); a cell needed twice (a transfer attack shared by encoders, a fine-tuning
+    shared by defense entries and datasets) is listed once.
 
     Args:
         encoders: ``{spec: encoder_identity(spec)}``; computed when not given.
     """
-    identities = encoders or {spec: encoder_identity(spec) for spec in config.encoders}
+    identities = dict(encoders or {spec: encoder_identity(spec) for spec in config.encoders})
+    for attack in config.attacks:
+        if attack.encoder is not None and attack.encoder not in identities:
+            identities[attack.encoder] = encoder_identity(attack.encoder)
     cells: list[Cell] = []
+    listed: set[str] = set()
+
+    def add(cell: Cell) -> Cell:
+        if cell.id not in listed:
+            listed.add(cell.id)
+            cells.append(cell)
+        return cell
+
     attack_cells: dict[str, list[Cell]] = {}
     for spec in config.encoders:
-        enc = identities[spec]
         attack_cells[spec] = []
         for attack in config.attacks:
+            enc = identities[attack.encoder or spec]
             for eps in config.eps:
                 row = attack.row if len(config.eps) == 1 else f"{attack.row}@{budget_label(eps)}"
                 cell = Cell("attack", {
@@ -404,20 +456,21 @@ def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = Non
                     "eps": eps, "row": row, "surrogate": config.surrogate.model_dump(),
                     "seed": config.attack_seed, "image_size": config.image_size,
                 }, title=f"fit {row} on {Path(enc['spec']).name}")
-                attack_cells[spec].append(cell)
-                cells.append(cell)
+                attack_cells[spec].append(add(cell))
     for spec in config.encoders:
         enc = identities[spec]
         for dataset in config.datasets:
             for defense in config.defenses:
                 resolved_defense = _resolved_defense(defense)
                 for seed in config.seeds:
+                    finetune = _finetune_cell(defense, enc, dataset, seed, config.image_size)
                     model = Cell("model", {
                         "encoder": enc, "defense": defense.name, "row": defense.row,
                         "set": parse_fractions(defense.set), "resolved": resolved_defense,
                         "dataset": dataset.model_dump(),
                         "seed": seed, "image_size": config.image_size,
-                    }, title=f"{defense.row} on {dataset.name} seed {seed}")
+                    }, deps=() if finetune is None else (add(finetune).id,),
+                        title=f"{defense.row} on {dataset.name} seed {seed}")
                     cells.append(model)
                     deps = (model.id, *(c.id for c in attack_cells[spec]))
                     cells.append(Cell("evaluate", {

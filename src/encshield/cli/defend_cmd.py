@@ -8,6 +8,12 @@ Examples::
         --output genaf-cifar10.safetensors
     encshield evaluate --model genaf-cifar10.safetensors --dataset cifar10 \\
         --whitebox pgd:eps=8/255,steps=10 --output genaf-cifar10-eval.json
+    encshield defend zepad --encoder zoo:byol-tinyimagenet-r18w16 --data cifar10 \\
+        --output zepad-cifar10.safetensors
+    encshield defend zepad --encoder zoo:byol-tinyimagenet-r18w16 --finetune-only \\
+        --set finetune_on=cifar10 --output mpae.safetensors
+    encshield defend zepad --encoder zoo:byol-tinyimagenet-r18w16 --data gtsrb \\
+        --set finetune_on=cifar10 --finetuned mpae.safetensors --output zepad-gtsrb.safetensors
 
 The encoder is a checkpoint file (any supported format) or ``zoo:NAME``; the data
 ``DATASET[:SPLIT]`` (split default ``train``) is resized to the encoder's input size unless
@@ -17,6 +23,10 @@ The defense's config comes from its defaults, then ``--config FILE.yaml``, then 
 ``8/255`` accepted); an invalid field is reported with its name, value and the allowed values.
 The defended model is written with :func:`encshield.defenses.save_classifier` (safetensors,
 with the defense record in its metadata) and the record as JSON next to it (``MODEL.json``).
+
+ZePAD's persistent robustness: ``--finetune-only`` writes only the fine-tuned MPAE encoders
+(once, on ``finetune_on`` or ``--data``); ``--finetuned FILE`` reuses them and trains only the
+heads for ``--data`` (the config must ask for the same fine-tuning).
 """
 
 from __future__ import annotations
@@ -61,11 +71,34 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from encshield.workflows import DataSpec, finetune_encoders
+
+    missing = [flag for flag, value in (("--encoder", args.encoder), ("--output", args.output))
+               if value is None]
+    if missing:
+        raise ConfigError(f"defend {args.name} --finetune-only: missing {', '.join(missing)}")
+    data = (None if args.data is None
+            else DataSpec.parse(args.data, limit=args.limit, seed=args.seed, root=args.root))
+    result = finetune_encoders(
+        args.name, args.encoder, train=data, root=args.root, seed=args.seed,
+        overrides=read_overrides(args.config, args.overrides), image_size=args.image_size,
+        device=args.device, progress=args.progress, output=args.output)
+    used = result.record.get("data") or {}
+    print(f"fine-tuned {len(result.encoders)} encoder(s) ({', '.join(result.names)}) on "
+          f"{used.get('dataset')}:{used.get('split')} ({used.get('used')} images) in "
+          f"{float(result.record.get('time_s', 0.0)):.1f} s")
+    print(f"wrote {args.output} (sha256 {result.sha256})")
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from encshield.defenses import DEFENSES
     from encshield.workflows import DataSpec, fit_defense
 
     DEFENSES.canonical(args.name)
+    if args.finetune_only:
+        return _cmd_finetune(args)
     missing = [flag for flag, value in (("--encoder", args.encoder), ("--data", args.data),
                                         ("--output", args.output)) if value is None]
     if missing:
@@ -74,7 +107,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _, record = fit_defense(
         args.name, args.encoder, data, seed=args.seed,
         overrides=read_overrides(args.config, args.overrides), image_size=args.image_size,
-        device=args.device, progress=args.progress, output=args.output)
+        device=args.device, progress=args.progress, output=args.output,
+        finetuned=args.finetuned)
     parts = [f"{record.name} on {data.text} ({record.num_train} images at "
              f"{record.data['image_size'][-1]} px)", f"{record.epochs} epochs",
              f"{record.time_s:.1f} s"]
@@ -125,5 +159,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.add_argument("--output", "-o", type=Path, default=None, metavar="MODEL.safetensors",
                         help="where to write the defended model (the record goes to MODEL.json)")
+    parser.add_argument("--finetuned", type=Path, default=None, metavar="ENCODERS.safetensors",
+                        help="reuse a shared fine-tuning (zepad: the file of --finetune-only)")
+    parser.add_argument("--finetune-only", action="store_true",
+                        help="zepad: only fine-tune the MPAE encoders and write them to --output")
     parser.add_argument("--json", action="store_true", help="`defend list`: print JSON")
     parser.set_defaults(func=_run)

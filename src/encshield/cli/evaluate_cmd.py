@@ -138,6 +138,23 @@ def print_record(record: Any, *, console: Any = None, title: str | None = None) 
                       _percent(row.robust_accuracy), _percent(row.fooling_rate),
                       _percent(row.attack_success_rate), _percent(row.error_rate))
     console.print(table)
+    detection = getattr(record, "detection", None)
+    if detection and detection.get("rows"):
+        settings = detection.get("detector") or {}
+        found = Table(title=(f"DAE detection (%, clean + adversarial mix; flag when the "
+                             f"{settings.get('statistic', '?')} {settings.get('confidence', '?')}"
+                             f" MPAE-BMP confidence gap > {settings.get('threshold', '?')})"),
+                      box=box.SIMPLE_HEAD)
+        for column in ("attack", "accuracy", "TPR", "FPR", "AUROC", "TPR@5%FPR"):
+            found.add_column(column, justify="left" if column == "attack" else "right")
+        for name, row in detection["rows"].items():
+            found.add_row(name, *(_percent(row.get(k)) for k in
+                                  ("accuracy", "tpr", "fpr", "auroc", "tpr_at_fpr")))
+        console.print(found)
+    cost = getattr(record, "cost", None)
+    if cost:
+        console.print(f"inference: {cost['inference_ms_per_image']:.3f} ms/image "
+                      f"({cost['branches']} branch(es), {cost['num_parameters']:,} parameters)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,12 @@
 * Registered defenses: ``none`` (frozen encoder + trained head, :class:`NoDefense`), ``standard``,
   ``pgd_at``, ``trades``, ``mart``, ``genaf_stage1`` (Gen-AF stage 1 only) and ``genaf`` (alias
   ``gen-af``: Gen-AF stages 1 + 2, :class:`GenAF`).
-* :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`.
+* ``zepad`` (:class:`ZePAD`: MPAE branches fine-tuned once with Gen-AF stage 1, a clean BMP
+  branch, RFDM fusion, DAE detection; Lei, Yang, Zhang, ICLR 2026) and ``ensemble_average``
+  (:class:`EnsembleAverage`: the same encoders without fine-tuning, logits averaged); branches in
+  :mod:`encshield.defenses.branches`.
+* :mod:`encshield.defenses.io`: :func:`save_classifier` / :func:`load_classifier`
+  (multi-branch files: :mod:`encshield.defenses.ensemble_io`).
 * :mod:`encshield.defenses.genaf_stage2`: Gen-AF stage 2 building blocks (probe set, layer
   sensitivity, selection of the least sensitive layers, freezing by module identity, fine-tuning
   of the chosen layers, interpolation) and the two-stage defense :class:`GenAF` built on them.
@@ -23,6 +28,9 @@ from encshield.defenses.base import (
     DefenseResult,
     build_defense,
 )
+from encshield.defenses.branches import BranchSpec
+from encshield.defenses.ensemble_average import EnsembleAverage, EnsembleAverageConfig
+from encshield.defenses.ensemble_io import EncoderSet, load_encoder_set, save_encoder_set
 from encshield.defenses.finetuning import (
     AttackSettings,
     FinetuningConfig,
@@ -45,6 +53,13 @@ from encshield.defenses.none import NoDefense, NoDefenseConfig
 from encshield.defenses.pgd_at import PGDAdversarialTraining
 from encshield.defenses.standard import StandardFinetuning
 from encshield.defenses.trades import TRADES, TRADESConfig
+from encshield.defenses.zepad import (
+    BranchEnsembleDefense,
+    EnsembleConfig,
+    SharedFinetuning,
+    ZePAD,
+    ZePADConfig,
+)
 
 __all__ = [
     "DEFENSES",
@@ -53,6 +68,17 @@ __all__ = [
     "NoDefenseConfig",
     "TRADES",
     "AttackSettings",
+    "BranchEnsembleDefense",
+    "BranchSpec",
+    "EncoderSet",
+    "EnsembleAverage",
+    "EnsembleAverageConfig",
+    "EnsembleConfig",
+    "SharedFinetuning",
+    "ZePAD",
+    "ZePADConfig",
+    "load_encoder_set",
+    "save_encoder_set",
     "Defense",
     "DefenseConfig",
     "DefenseResult",

@@ -176,6 +176,11 @@ class EvaluationRecord:
         created: ISO-8601 UTC time the record was made.
         per_sample: optional :class:`PerSampleRecord`.
         schema_version: :data:`RECORD_SCHEMA_VERSION`.
+        detection: when the classifier exposes a detector
+            (:func:`encshield.evaluation.detection.detector_of`): ``{"detector", "rows": {row:
+            detection metrics on the clean + adversarial mix}}``; else ``None``.
+        cost: inference cost (``inference_ms_per_image`` of the clean row, ``num_parameters``,
+            ``branches``); ``None`` in records written before it existed.
     """
 
     config: dict[str, Any]
@@ -187,6 +192,8 @@ class EvaluationRecord:
     created: str
     per_sample: PerSampleRecord | None = None
     schema_version: int = RECORD_SCHEMA_VERSION
+    detection: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ convenience
 
@@ -218,6 +225,10 @@ class EvaluationRecord:
                 if include_per_sample and self.per_sample is not None else None
             ),
         }
+        if self.detection is not None:
+            out["detection"] = self.detection
+        if self.cost is not None:
+            out["cost"] = self.cost
         return out
 
     @classmethod
@@ -240,6 +251,8 @@ class EvaluationRecord:
             created=data["created"],
             per_sample=PerSampleRecord.from_dict(per_sample) if per_sample else None,
             schema_version=int(data.get("schema_version", RECORD_SCHEMA_VERSION)),
+            detection=data.get("detection"),
+            cost=data.get("cost"),
         )
 
     def to_json(self, *, include_per_sample: bool = True, indent: int | None = 2) -> str:

@@ -6,11 +6,16 @@
 * :data:`HEADS` / :func:`build_head`: linear, MLP (Gen-AF/ZePAD, BadEncoder), projector,
   predictor.
 * :class:`Classifier`: encoder + head, images in [0, 1] -> logits.
+* :mod:`~encshield.models.fusion` / :mod:`~encshield.models.ensemble`: per-sample fusion of branch
+  logits (ZePAD's RFDM and ablations, :data:`FUSIONS`), :class:`EnsembleEncoder`,
+  :class:`FusedClassifier` (several encoder + head branches as one classifier).
 """
 
 from encshield.models.classifier import Classifier
 from encshield.models.encoder import OUTPUT_LAYER, Encoder, Provenance, build_encoder
+from encshield.models.ensemble import ROLES, EnsembleEncoder, FusedClassifier, FusionHead
 from encshield.models.features import extract_features
+from encshield.models.fusion import FUSIONS, fuse_logits, fusion_weights
 from encshield.models.heads import HEADS, MLPClassifier, ProjectionMLP, build_head
 from encshield.models.normalization import (
     NORMALIZATIONS,
@@ -33,16 +38,21 @@ from encshield.models.resnet import (
 
 __all__ = [
     "ARCHITECTURES",
+    "FUSIONS",
     "HEADS",
     "MAX_WIDTH",
     "NORMALIZATIONS",
     "OUTPUT_LAYER",
+    "ROLES",
     "STEMS",
     "ArchitectureSpec",
     "BasicBlock",
     "Bottleneck",
     "Classifier",
     "Encoder",
+    "EnsembleEncoder",
+    "FusedClassifier",
+    "FusionHead",
     "MLPClassifier",
     "Normalization",
     "NormalizationStats",
@@ -55,5 +65,7 @@ __all__ = [
     "build_head",
     "build_normalization",
     "extract_features",
+    "fuse_logits",
+    "fusion_weights",
     "check_width",
 ]

@@ -229,11 +229,13 @@ def _cells(data: ReportData) -> str:
 def render_html(data: ReportData, charts: Sequence[Chart] | None = None) -> str:
     """The whole report as one self-contained HTML page: header, verdict, tables, charts
     (the trade-off first), perturbations, example test images, cells."""
-    from encshield.report import examples, verdict
+    from encshield.report import examples, sections, verdict
 
     charts = report_charts(data.tables, data.verdicts) if charts is None else charts
+    extra = sections.render_html(sections.build_sections(data.cells, data.metric_rows))
     body = "".join([_header(data), verdict.render_html(data.verdicts) if data.verdicts else "",
-                    *(_table_section(t) for t in data.tables), _charts(charts), _images(data),
+                    *(_table_section(t) for t in data.tables), extra, _charts(charts),
+                    _images(data),
                     examples.render_html(data.examples, data.missing_examples), _cells(data)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>encshield report: {_e(data.name)}</title><style>{STYLE}</style></head>"

@@ -1,5 +1,6 @@
-"""The Markdown report: header, verdict, result tables, charts, perturbation images, example
-test images and the cell list.
+"""The Markdown report: header, verdict, result tables, the extra sections (DAE detection,
+inference cost, persistent robustness: :mod:`encshield.report.sections`), charts, perturbation
+images, example test images and the cell list.
 
 Images and charts are linked relative to the report folder (``images/*.png``, ``charts/*.svg``;
 :func:`encshield.report.write_report` copies / writes them there). The exact configuration of
@@ -188,10 +189,12 @@ def render_markdown(data: ReportData, charts: Sequence[Chart] = (),
                     example_files: Mapping[tuple[str, str], str] | None = None) -> str:
     """The whole Markdown report (images and charts linked under ``images/`` and ``charts/``;
     ``example_files``: the example strips written there, ``{(cell id, row): file name}``)."""
-    from encshield.report import examples, verdict
+    from encshield.report import examples, sections, verdict
 
+    extra = sections.build_sections(data.cells, data.metric_rows)
     parts = [*_header(data), verdict.render_markdown(data.verdicts) if data.verdicts else "",
-             render_tables(data), *_charts(charts), *_images(data),
+             render_tables(data), *sections.render_markdown(extra), *_charts(charts),
+             *_images(data),
              *examples.render_markdown(data.examples, dict(example_files or {}),
                                        data.missing_examples),
              *_cells(data)]

@@ -6,6 +6,8 @@ a seed and config overrides, and returns the artefact plus a typed record:
 
 * :func:`fit_attack` -> ``(Perturbation, AttackRecord)``: a universal attack on the encoder alone.
 * :func:`fit_defense` -> ``(Classifier, DefenseRecord)``: a downstream model with a defense.
+* :func:`finetune_encoders` -> ``EncoderSet``: a defense's shared fine-tuning stage (ZePAD's
+  MPAE encoders, fine-tuned once and reused across downstream datasets).
 * :func:`evaluate_model` -> ``EvaluationRecord``: the DAE protocol on a downstream model.
 * :func:`evaluate_encoder` -> ``EncoderEvalRecord``: kNN and linear probe of an encoder.
 * :func:`tune_defense` -> ``TuneRecord``: a defense's settings chosen on validation data.
@@ -15,7 +17,7 @@ itself. New jobs (backdoor injection, ZePAD, AToP) get their workflow here.
 """
 
 from encshield.workflows.attack import fit_attack
-from encshield.workflows.defense import fit_defense
+from encshield.workflows.defense import finetune_encoders, fit_defense
 from encshield.workflows.encoder import evaluate_encoder
 from encshield.workflows.evaluate import evaluate_model, load_perturbations
 from encshield.workflows.specs import (
@@ -35,6 +37,7 @@ __all__ = [
     "encoder_identity",
     "evaluate_encoder",
     "evaluate_model",
+    "finetune_encoders",
     "fit_attack",
     "fit_defense",
     "load_perturbations",

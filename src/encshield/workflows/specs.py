@@ -2,7 +2,11 @@
 
 * An **encoder spec** is ``zoo:NAME`` (a verified encoder of the model zoo) or a checkpoint path
   (any supported format); :func:`resolve_encoder` loads it, :func:`encoder_identity` names it
-  cheaply (spec + sha256, nothing loaded).
+  cheaply (spec + sha256, nothing loaded). ``ensemble:SPEC+SPEC+...`` (``ensemble-mean:`` to
+  average instead of concatenating the features) is an
+  :class:`~encshield.models.EnsembleEncoder` of those encoders: the transfer attacker of ZePAD's
+  threat model fits a universal attack on an ensemble of public encoders (docs/methods.md,
+  "ZePAD"); its sha256 is the sha256 of the members' sha256 values.
 * A **dataset spec** (:class:`DataSpec`) is a dataset name, a split (optionally sliced,
   ``train[:45000]``, or joined, ``train+val``), a limit and a seed. :meth:`DataSpec.select`
   applies the project's one subset rule: a seeded, class-stratified subset of ``limit`` images
@@ -81,6 +85,32 @@ class ResolvedEncoder:
         return {**out, **describe_encoder(self.encoder)}
 
 
+#: Prefixes of ensemble specs and how their members' features are combined.
+ENSEMBLE_PREFIXES = {"ensemble:": "concat", "ensemble-mean:": "mean"}
+
+
+def _ensemble_members(text: str) -> tuple[list[str], str] | None:
+    """``(member specs, combine)`` of an ``ensemble:`` / ``ensemble-mean:`` spec, else ``None``.
+
+    Raises:
+        ConfigError: an ensemble spec without members.
+    """
+    for prefix, combine in ENSEMBLE_PREFIXES.items():
+        if text.startswith(prefix):
+            members = [m.strip() for m in text[len(prefix):].split("+") if m.strip()]
+            if not members:
+                raise ConfigError(f"encoder {text!r}: an ensemble needs members, e.g. "
+                                  "ensemble:zoo:simclr-cifar10-r18w16+zoo:byol-tinyimagenet-r18w16")
+            return members, combine
+    return None
+
+
+def _combined_sha(shas: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("+".join(shas).encode()).hexdigest()
+
+
 def encoder_identity(spec: str) -> dict[str, str]:
     """``{"spec", "sha256"}`` of an encoder spec without loading it (zoo manifest or file hash).
 
@@ -90,6 +120,10 @@ def encoder_identity(spec: str) -> dict[str, str]:
     from encshield.checkpoints import sha256_file
 
     text = str(spec)
+    ensemble = _ensemble_members(text)
+    if ensemble is not None:
+        shas = [encoder_identity(m)["sha256"] for m in ensemble[0]]
+        return {"spec": text, "sha256": _combined_sha(shas)}
     if text.startswith("zoo:"):
         from encshield import zoo
 
@@ -116,6 +150,9 @@ def resolve_encoder(spec: EncoderSpec, *, expected_sha256: str | None = None) ->
         return spec
     if isinstance(spec, (str, os.PathLike)):
         text = str(spec)
+        ensemble = _ensemble_members(text)
+        if ensemble is not None:
+            return _resolve_ensemble(text, *ensemble, expected_sha256)
         if text.startswith("zoo:"):
             from encshield import zoo
 
@@ -138,6 +175,22 @@ def resolve_encoder(spec: EncoderSpec, *, expected_sha256: str | None = None) ->
         f"encoder must be 'zoo:NAME', a checkpoint path, a LoadedCheckpoint or an Encoder; got "
         f"{type(spec).__name__}"
     )
+
+
+def _resolve_ensemble(text: str, members: list[str], combine: str,
+                      expected_sha256: str | None) -> ResolvedEncoder:
+    """An :class:`~encshield.models.EnsembleEncoder` of the member specs (each verified)."""
+    from encshield.models import EnsembleEncoder
+
+    resolved = [resolve_encoder(m) for m in members]
+    sha = _combined_sha([r.sha256 for r in resolved])
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise ConfigError(f"encoder {text!r}: the members' sha256 values changed since the "
+                          "matrix was expanded; run it again")
+    ensemble = EnsembleEncoder([r.encoder for r in resolved], combine,  # type: ignore[arg-type]
+                               names=[r.spec for r in resolved])
+    return ResolvedEncoder(ensemble.eval(), None, text, sha, "ensemble",  # type: ignore[arg-type]
+                           "+".join(r.path for r in resolved))
 
 
 def parse_device(text: str | torch.device) -> torch.device:

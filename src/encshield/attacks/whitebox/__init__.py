@@ -10,7 +10,10 @@ in [0, 1] and within the budget) and supports EOT (``eot_samples``).
   ``WHITEBOX_ATTACKS.get(name)(model, x, y, *, eps, seed=0, **config) -> x_adv``:
   ``pgd`` (L-inf), ``pgd_l2``, ``apgd_ce``, ``apgd_dlr``, ``apgd_t`` (targeted DLR), ``fgsm``,
   ``square`` (L-inf random search) and ``autoattack`` (the ensemble APGD-CE, APGD-T, Square;
-  no FAB-T); each has a pydantic config with defaults (``.config_class``).
+  no FAB-T), and the adaptive attacks on fused multi-branch models (ZePAD) ``joint_pgd`` (sum of
+  the branch losses) and ``detection_aware_pgd`` (keeps the detector's confidence gap under its
+  threshold, :mod:`~encshield.attacks.whitebox.ensemble`); each has a pydantic config with
+  defaults (``.config_class``).
 * Functions: :func:`pgd` (Madry et al. 2018), :func:`apgd` / :func:`apgd_targeted` (Croce &
   Hein 2020), :func:`square` (Andriushchenko et al. 2020), :func:`autoattack` (Croce & Hein
   2020), :func:`fgsm` (Goodfellow et al. 2015), :func:`feature_pgd` (encoder-only,
@@ -44,6 +47,12 @@ from encshield.attacks.whitebox.base import (
     default_predict,
 )
 from encshield.attacks.whitebox.bpda import BPDA, bpda
+from encshield.attacks.whitebox.ensemble import (
+    BranchOutputs,
+    DetectionAwarePGDConfig,
+    JointPGDConfig,
+    branch_objective,
+)
 from encshield.attacks.whitebox.feature_pgd import ENCODER_ATTACKS, feature_pgd
 from encshield.attacks.whitebox.fgsm import FGSMConfig, fgsm
 from encshield.attacks.whitebox.objectives import (
@@ -65,6 +74,9 @@ __all__ = [
     "AUTOATTACK_COMPONENTS",
     "ENCODER_ATTACKS",
     "BPDA",
+    "BranchOutputs",
+    "DetectionAwarePGDConfig",
+    "JointPGDConfig",
     "OBJECTIVES",
     "WHITEBOX_ATTACKS",
     "APGDConfig",
@@ -83,6 +95,7 @@ __all__ = [
     "apgd_targeted",
     "autoattack",
     "bpda",
+    "branch_objective",
     "cross_entropy",
     "cw_margin",
     "default_predict",
