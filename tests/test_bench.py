@@ -432,3 +432,19 @@ def test_evaluate_cell_writes_example_images(smoke_encoder: Path, shared_data: P
             x0, y0, x1, y1 = s["adv_box"]
             adv = picture[y0:y1, x0:x1].astype(int)
             assert 0 < np.abs(adv - clean.astype(int)).max() <= 255 * budgets[name] + 1
+
+
+def test_a_dataset_may_have_its_own_seeds() -> None:
+    """``datasets[i].seeds`` replaces the config's seeds for that dataset only (3 seeds on
+    CIFAR-10, 1 on GTSRB); without it the cells (and their ids) are as before."""
+    from encshield.bench.spec import expand, load_bench_config
+
+    identity = {"zoo:simclr-cifar10-r18w16": {"spec": "zoo:simclr-cifar10-r18w16", "sha256": "x"}}
+    raw = {"encoders": ["zoo:simclr-cifar10-r18w16"], "defenses": ["none"], "seeds": [0, 1, 2],
+           "datasets": [{"name": "cifar10"}, {"name": "gtsrb", "seeds": [0]}]}
+    cells = expand(load_bench_config(None, raw=raw), identity)
+    models = [(c.params["dataset"]["name"], c.params["seed"]) for c in cells if c.kind == "model"]
+    assert models == [("cifar10", 0), ("cifar10", 1), ("cifar10", 2), ("gtsrb", 0)]
+    plain = expand(load_bench_config(None, raw={**raw, "datasets": [{"name": "cifar10"}]}),
+                   identity)
+    assert {c.id for c in plain} <= {c.id for c in cells}

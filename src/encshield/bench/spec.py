@@ -90,6 +90,15 @@ def _check_seed(value: int) -> int:
     return value
 
 
+def _check_seeds(values: list[int]) -> list[int]:
+    """Seeds that fit 64 bits, without duplicates."""
+    for value in values:
+        _check_seed(value)
+    if len(set(values)) != len(values):
+        raise ValueError(f"seeds {values} contain duplicates")
+    return values
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -141,8 +150,19 @@ class DatasetEntry(_Strict):
     test_split: str = "test"
     limit_train: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)
+    seeds: list[int] | None = Field(None, min_length=1, description="this dataset's seeds "
+                                    "(default: the config's seeds)")
 
     _safe_name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, values: list[int] | None) -> list[int] | None:
+        return None if values is None else _check_seeds(values)
+
+    def params(self) -> dict[str, Any]:
+        """The entry as cell parameters (its seeds are not: each cell has its own seed)."""
+        return self.model_dump(exclude={"seeds"})
 
 
 def _entries(value: Any) -> Any:
@@ -191,11 +211,7 @@ class BenchConfig(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, values: list[int]) -> list[int]:
-        for value in values:
-            _check_seed(value)
-        if len(set(values)) != len(values):
-            raise ValueError(f"seeds {values} contain duplicates")
-        return values
+        return _check_seeds(values)
 
 
 def load_bench_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None,
@@ -417,7 +433,7 @@ def _finetune_cell(defense: NamedEntry, enc: dict[str, str], dataset: DatasetEnt
     return Cell("finetune", {
         "encoder": enc, "defense": DEFENSES.canonical(defense.name), "key": key,
         "set": built.finetune_overrides(),
-        "dataset": dataset.model_dump() if on_downstream else None,
+        "dataset": dataset.params() if on_downstream else None,
         "seed": seed, "image_size": image_size,
     }, title=f"fine-tune {DEFENSES.canonical(defense.name)} on {where} seed {seed}")
 
@@ -462,12 +478,12 @@ def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = Non
         for dataset in config.datasets:
             for defense in config.defenses:
                 resolved_defense = _resolved_defense(defense)
-                for seed in config.seeds:
+                for seed in dataset.seeds or config.seeds:
                     finetune = _finetune_cell(defense, enc, dataset, seed, config.image_size)
                     model = Cell("model", {
                         "encoder": enc, "defense": defense.name, "row": defense.row,
                         "set": parse_fractions(defense.set), "resolved": resolved_defense,
-                        "dataset": dataset.model_dump(),
+                        "dataset": dataset.params(),
                         "seed": seed, "image_size": config.image_size,
                     }, deps=() if finetune is None else (add(finetune).id,),
                         title=f"{defense.row} on {dataset.name} seed {seed}")
@@ -475,7 +491,7 @@ def expand(config: BenchConfig, encoders: dict[str, dict[str, str]] | None = Non
                     deps = (model.id, *(c.id for c in attack_cells[spec]))
                     cells.append(Cell("evaluate", {
                         "whitebox": list(config.whitebox), "whitebox_limit": config.whitebox_limit,
-                        "dataset": dataset.model_dump(), "seed": seed,
+                        "dataset": dataset.params(), "seed": seed,
                         "batch_size": config.batch_size, "image_size": config.image_size,
                     }, deps=deps, title=f"evaluate {defense.row} on {dataset.name} seed {seed}"))
     return cells
