@@ -29,12 +29,13 @@ def test_packaged_config_is_the_documented_job(shared_data: Path) -> None:
     validate_bench(config)
     assert config.encoders == ["zoo:simclr-cifar10-r18w16"]
     assert {"advencoder", "pap"} <= {a.name for a in config.attacks} and len(config.attacks) >= 3
-    assert [d.name for d in config.defenses] == ["none", "pgd_at", "genaf"]
+    assert [d.name for d in config.defenses] == ["none", "standard", "pgd_at", "genaf"]
     assert [d.name for d in config.datasets] == ["cifar10"]
     # the surrogate images are disjoint from the downstream training images
     assert config.surrogate.split == "train[45000:]"
-    assert config.datasets[0].train_split == "train[:45000]"
-    assert len(expand(config)) == 3 + 3 + 3
+    assert config.datasets[0].train_split == "train[:40000]"  # train[40000:45000]: validation
+    assert len(expand(config)) == 3 + 4 + 4
+    assert config.workers == 2 and config.threads == 1  # no OpenMP thread waits for a core
     repo_copy = Path(__file__).resolve().parents[1] / "configs" / "bench" / "quickstart.yaml"
     assert repo_copy.read_text() == QUICKSTART_CONFIG.read_text()
 
