@@ -448,3 +448,21 @@ def test_a_dataset_may_have_its_own_seeds() -> None:
     plain = expand(load_bench_config(None, raw={**raw, "datasets": [{"name": "cifar10"}]}),
                    identity)
     assert {c.id for c in plain} <= {c.id for c in cells}
+
+
+def test_an_in_process_cell_restores_the_callers_data_root(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One worker runs cells in the calling process: the cell's data root holds while it runs
+    and the caller's ``$ENCSHIELD_DATA`` is back afterwards (a leak made later tests of the
+    same process look for real datasets in another test's temporary folder)."""
+    from encshield.bench import cells
+
+    seen: list[str | None] = []
+    monkeypatch.setitem(cells._RUNNERS, "attack",
+                        lambda cell: seen.append(os.environ.get("ENCSHIELD_DATA")) or ({}, {}, []))
+    monkeypatch.setenv("ENCSHIELD_DATA", "/the/callers/root")
+    cells.run_cell("attack", {}, [], str(tmp_path), "id", data_root=str(tmp_path))
+    assert seen == [str(tmp_path)] and os.environ["ENCSHIELD_DATA"] == "/the/callers/root"
+    monkeypatch.delenv("ENCSHIELD_DATA")
+    cells.run_cell("attack", {}, [], str(tmp_path), "id", data_root=str(tmp_path))
+    assert "ENCSHIELD_DATA" not in os.environ

@@ -22,7 +22,9 @@ atomically (the store records them only after the function returns).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +240,26 @@ def run_cell(kind: str, params: dict[str, Any], deps: list[dict[str, Any]], arti
         raise ConfigError(f"unknown cell kind {kind!r}; allowed values: {', '.join(_RUNNERS)}")
     if threads:
         torch.set_num_threads(threads)
-    if data_root is not None:
-        os.environ["ENCSHIELD_DATA"] = data_root
     torch.manual_seed(0)
-    return _RUNNERS[kind](_Cell(params, deps, Path(artifacts_root), cell_id, data_root, device))
+    with _data_root_env(data_root):
+        return _RUNNERS[kind](_Cell(params, deps, Path(artifacts_root), cell_id, data_root,
+                                    device))
+
+
+@contextlib.contextmanager
+def _data_root_env(data_root: str | None) -> Iterator[None]:
+    """``$ENCSHIELD_DATA`` = ``data_root`` while one cell runs (loaders deep in the workflows
+    read it), restored afterwards: an in-process cell (one worker) must not change the data root
+    of the program that called the bench."""
+    if data_root is None:
+        yield
+        return
+    before = os.environ.get("ENCSHIELD_DATA")
+    os.environ["ENCSHIELD_DATA"] = data_root
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ENCSHIELD_DATA", None)
+        else:
+            os.environ["ENCSHIELD_DATA"] = before
