@@ -358,3 +358,21 @@ def test_classifier(encoder: Encoder) -> None:
     assert Classifier(encoder, build_head("mlp", 64, 3)).num_classes == 3
     with pytest.raises(ImageRangeError):
         clf(x * 255)
+
+
+def test_channels_last_is_skipped_where_the_cpu_kernels_corrupt_memory() -> None:
+    """A strided 1x1 convolution with < 8 input channels (the shortcut of a width-4 ResNet)
+    crashes torch 2.13's CPU backward in channels-last memory on one thread: such a model stays
+    contiguous, with a warning; wider models are converted."""
+    from encshield.models.modules import channels_last_safe, set_channels_last
+
+    narrow, wide = (build_encoder("resnet18", width=w, input_size=32) for w in (4, 8))
+    assert not channels_last_safe(narrow) and channels_last_safe(wide)
+    with pytest.warns(RuntimeWarning, match="channels_last skipped"):
+        set_channels_last(narrow)
+    set_channels_last(wide)
+    weights = [m.weight for m in narrow.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous() for w in weights)
+    conv = next(m for m in wide.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()

@@ -51,7 +51,7 @@ from encshield.defenses.loop import EpochStats, train_epochs
 from encshield.downstream import train_head
 from encshield.errors import ConfigError
 from encshield.models import Classifier, Encoder, build_head
-from encshield.models.modules import restored_modes, set_channels_last
+from encshield.models.modules import channels_last_safe, restored_modes, set_channels_last
 from encshield.precision import autocast
 from encshield.progress import progress as progress_bar
 
@@ -171,7 +171,7 @@ class FinetuningDefense(Defense):
             The (detached) scalar loss and the loss parts of the hook.
         """
         cfg = self.config
-        if cfg.channels_last:
+        if cfg.channels_last and channels_last_safe(model):
             x = x.contiguous(memory_format=torch.channels_last)
         self._train_mode(model)
         x_adv = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -11,7 +12,8 @@ from torch import nn
 
 M = TypeVar("M", bound=nn.Module)
 
-__all__ = ["frozen", "module_device", "restored_modes", "seeded", "set_channels_last"]
+__all__ = ["channels_last_safe", "frozen", "module_device", "restored_modes", "seeded",
+           "set_channels_last"]
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -71,9 +73,32 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
         yield
 
 
+def channels_last_safe(module: nn.Module) -> bool:
+    """Whether ``module`` may run in channels-last memory.
+
+    torch 2.13's CPU kernels corrupt the heap ("double free or corruption") in the backward pass
+    of a strided 1x1 convolution with fewer than 8 input channels in channels-last memory on one
+    thread (the downsampling shortcut of a width-4 ResNet); such a module stays contiguous.
+    """
+    return not any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+        and m.in_channels < 8
+        for m in module.modules()
+    )
+
+
 def set_channels_last(module: M, enabled: bool = True) -> M:
     """Move the 4-d parameters of ``module`` to channels-last memory (``enabled``) or back to
-    the contiguous format (safetensors needs contiguous tensors); returns the module."""
+    the contiguous format (safetensors needs contiguous tensors); returns the module.
+
+    A module that is not :func:`channels_last_safe` stays contiguous (with a warning); callers
+    convert their inputs only where ``channels_last_safe(module)``.
+    """
+    if enabled and not channels_last_safe(module):
+        warnings.warn("channels_last skipped: a strided 1x1 convolution with fewer than 8 input "
+                      "channels is unsafe in channels-last memory on the CPU", RuntimeWarning,
+                      stacklevel=2)
+        enabled = False
     memory_format = torch.channels_last if enabled else torch.contiguous_format
     # torch's stubs omit Module.to(memory_format=...), which it accepts
     return module.to(memory_format=memory_format)  # type: ignore[call-overload,no-any-return]
