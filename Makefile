@@ -22,8 +22,9 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/encshield quickstart
 
+# one worker process per core (pytest-xdist; each worker runs torch on its share of the cores)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 # ruff over the code, tests and benchmarks; mypy (strict, configured in pyproject.toml) over src
 lint: $(STAMP)
