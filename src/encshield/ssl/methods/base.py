@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from encshield.encoder_trainer import EncoderObjective
 from encshield.errors import ConfigError
 from encshield.models import Encoder
 from encshield.registry import Registry
@@ -49,7 +50,7 @@ class MomentumConfig(MethodConfig):
     final_tau: float = Field(1.0, ge=0, le=1)
 
 
-class SSLMethod(nn.Module):
+class SSLMethod(EncoderObjective):
     """Base class: ``training_loss(views) -> {"loss": scalar, ...}``.
 
     Attributes:
