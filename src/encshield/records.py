@@ -24,7 +24,8 @@ from encshield.provenance import (
     write_json,
 )
 
-__all__ = ["AttackRecord", "DefenseRecord", "EncoderEvalRecord", "Record", "TuneRecord"]
+__all__ = ["AttackRecord", "BackdoorEvalRecord", "BackdoorRecord", "DefenseRecord",
+           "EncoderEvalRecord", "Record", "TuneRecord"]
 
 R = TypeVar("R", bound="Record")
 
@@ -182,4 +183,55 @@ class TuneRecord(Record):
     chosen: dict[str, Any] = field(default_factory=dict)
     chosen_point: dict[str, Any] = field(default_factory=dict)
     qualified: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class BackdoorRecord(Record):
+    """What :func:`encshield.workflows.inject_backdoor` did.
+
+    Attributes:
+        encoder: the clean encoder's spec, file, sha256 and provenance.
+        shadow: the shadow data (dataset, split, limit, seed, used images).
+        targets: per target: trigger, class index, dataset, references and their source.
+        config: the full :class:`~encshield.backdoor.BadEncoderConfig`.
+        result: the training loop's result (exported encoder, sha256, steps, kNN monitor).
+        seconds: wall time of this call (a resumed run: of this session only).
+        output: ``{"path", "sha256"}`` of the copied backdoored encoder, when saved.
+    """
+
+    encoder: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    output: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BackdoorEvalRecord(Record):
+    """What :func:`encshield.workflows.evaluate_backdoor` measured.
+
+    Attributes:
+        encoder, clean_encoder: the backdoored encoder and its clean counterpart (``None``:
+            none was available, CA and ASR-B are ``None``).
+        trigger: the trigger stamped on the test images; ``train``, ``test``: the data.
+        head: how both downstream heads were trained.
+        metrics: ``target``, ``ca``, ``ba``, ``asr``, ``asr_nontarget``, ``asr_b``,
+            ``num_test`` (fractions; :class:`~encshield.backdoor.BackdoorMetrics`).
+        labels: the test labels; ``predictions``: per-sample predictions
+            (``backdoored_clean``, ``backdoored_triggered``, ``clean_clean``, ``clean_triggered``).
+        seconds: wall time of the heads and the predictions.
+    """
+
+    encoder: dict[str, Any] = field(default_factory=dict)
+    clean_encoder: dict[str, Any] | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    labels: list[int] = field(default_factory=list)
+    predictions: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0

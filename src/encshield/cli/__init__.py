@@ -19,6 +19,7 @@ from encshield.errors import EncshieldError
 def build_parser() -> argparse.ArgumentParser:
     from encshield.cli import (
         attack_cmd,
+        backdoor_cmd,
         bench_cmd,
         data_cmd,
         defend_cmd,
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module in (
-        quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, defend_cmd,
-        evaluate_cmd, tune_cmd, bench_cmd, report_cmd, zoo_cmd,
+        quickstart_cmd, data_cmd, encoder_cmd, pretrain_cmd, attack_cmd, backdoor_cmd,
+        defend_cmd, evaluate_cmd, tune_cmd, bench_cmd, report_cmd, zoo_cmd,
     ):
         module.register(subparsers)
     return parser
