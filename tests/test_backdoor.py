@@ -199,3 +199,87 @@ def test_trainer_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     with pytest.raises(ConfigError, match="--resume"):
         run("full")
+
+
+# -- evaluation rows, store and report ----------------------------------------------------------
+
+
+class _PatchDetector(nn.Module):
+    """Class 2 when the bottom-right 10x10 corner is white, else the brightest channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, :, 21:31, 21:31].mean(dim=(1, 2, 3))
+        logits = torch.nn.functional.one_hot(x.mean(dim=(2, 3)).argmax(1), 3).float()
+        return torch.where((corner > 0.999)[:, None], torch.tensor([0.0, 0.0, 5.0]), logits)
+
+
+def test_backdoor_rows_measure_the_target_hit_rate() -> None:
+    from encshield.evaluation import evaluate_classifier
+
+    torch.manual_seed(0)
+    x = torch.rand(12, 3, 32, 32) * 0.9
+    y = x.mean(dim=(2, 3)).argmax(1)
+    record = evaluate_classifier(_PatchDetector(), x, y, keep_per_sample=True,
+                                 backdoors={"backdoor:patch": (parse_trigger("patch"), 2),
+                                            "backdoor:blend": (parse_trigger("blend"), 2)})
+    patch, blend = record.metrics["backdoor:patch"], record.metrics["backdoor:blend"]
+    assert patch.kind == "backdoor" and patch.target == 2 and patch.target_hit_rate == 1.0
+    share = float((y == 2).double().mean())
+    assert patch.target_hit_rate_nontarget == 1.0 and patch.robust_accuracy == pytest.approx(share)
+    assert blend.target_hit_rate == pytest.approx(share)  # the blend is not the trigger
+    assert "worst-case all" not in record.metrics  # backdoor rows are no attack group
+    assert record.config["evaluation"]["backdoors"]["backdoor:patch"]["target"] == 2
+
+
+def test_version_1_stores_get_the_target_hit_rate_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from encshield.bench import ResultsStore
+    from encshield.bench.store import APPLICATION_ID, SCHEMA_VERSION
+
+    old = tmp_path / "v1.db"
+    con = sqlite3.connect(old)
+    con.executescript(f"""
+        PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE cells (id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL,
+            params TEXT NOT NULL, deps TEXT NOT NULL, config_hash TEXT NOT NULL,
+            result TEXT NOT NULL, artifacts TEXT NOT NULL, versions TEXT NOT NULL,
+            machine TEXT NOT NULL, device TEXT NOT NULL, wall_time_s REAL NOT NULL,
+            finished TEXT NOT NULL);
+        CREATE TABLE metrics (cell_id TEXT NOT NULL, encoder TEXT NOT NULL, dataset TEXT NOT NULL,
+            defense TEXT NOT NULL, seed INTEGER NOT NULL, row TEXT NOT NULL, kind TEXT NOT NULL,
+            attack TEXT, eps REAL, num_samples INTEGER NOT NULL, benign_accuracy REAL,
+            robust_accuracy REAL, fooling_rate REAL, attack_success_rate REAL,
+            PRIMARY KEY (cell_id, row));
+        INSERT INTO cells VALUES ('c', 'evaluate', 't', '{{}}', '[]', 'h', '{{}}', '{{}}', '{{}}',
+            '{{}}', 'cpu', 1.0, 'now');
+        INSERT INTO metrics VALUES ('c', 'e', 'd', 'none', 0, 'clean', 'clean', NULL, NULL, 10,
+            0.5, 0.5, NULL, NULL);""")
+    con.close()
+    with ResultsStore(old, readonly=True) as store:  # readers need no upgrade
+        assert store.metrics()[0]["target_hit_rate"] is None
+    with ResultsStore(old) as store:  # a writer upgrades in place
+        assert store.metrics()[0]["benign_accuracy"] == 0.5
+    with sqlite3.connect(old) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert "target_hit_rate" in {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+
+
+def test_report_shows_the_asr_of_backdoor_columns() -> None:
+    from encshield.report.aggregate import aggregate, backdoor_matrix, build_tables
+
+    def row(defense: str, name: str, kind: str, **values: float) -> dict:
+        return {"cell_id": defense, "encoder": "bd.safetensors", "dataset": "gtsrb",
+                "defense": defense, "seed": 0, "row": name, "kind": kind, "attack": None,
+                "eps": None, "num_samples": 10, **values}
+
+    rows = [row("none", "clean", "clean", benign_accuracy=0.8),
+            row("none", "backdoor:patch", "backdoor", robust_accuracy=0.1, target_hit_rate=0.95),
+            row("pgd_at", "clean", "clean", benign_accuracy=0.6),
+            row("pgd_at", "backdoor:patch", "backdoor", robust_accuracy=0.5,
+                target_hit_rate=0.2)]
+    (table,) = build_tables(aggregate(rows))
+    headers, body = backdoor_matrix(table)
+    assert headers == ["defense", "BA", "ASR backdoor:patch"]
+    assert body == [["none", "80.0", "95.0"], ["pgd_at", "60.0", "20.0"]]

@@ -214,7 +214,8 @@ def _evaluate_cell(cell: _Cell) -> Output:
         metrics.append({"cell_id": cell_id, **identity, "row": name, **rows[name],
                         "num_samples": m.num_samples, "benign_accuracy": m.benign_accuracy,
                         "robust_accuracy": robust, "fooling_rate": m.fooling_rate,
-                        "attack_success_rate": m.attack_success_rate})
+                        "attack_success_rate": m.attack_success_rate,
+                        "target_hit_rate": m.target_hit_rate})
     result = {**identity, "rows": rows, "record": record.to_dict(include_per_sample=False)}
     artifacts: dict[str, dict[str, str]] = {}
     kept = examples_of(record)

@@ -56,7 +56,9 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "CellRecord", "ResultsStore", "ar
 #: SQLite ``PRAGMA application_id`` of encshield results stores (ASCII ``EncS``).
 APPLICATION_ID = 0x456E6353
 #: ``PRAGMA user_version`` of the current schema (legacy stores without an id have 0).
-SCHEMA_VERSION = 1
+#: Version 2 added ``metrics.target_hit_rate`` (backdoor rows); a writer upgrades a version-1
+#: store in place, a reader of one sees ``None`` there.
+SCHEMA_VERSION = 2
 _TABLES = frozenset({"meta", "cells", "metrics"})
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -71,13 +73,13 @@ _SCHEMA = (
     cell_id TEXT NOT NULL REFERENCES cells(id), encoder TEXT NOT NULL, dataset TEXT NOT NULL,
     defense TEXT NOT NULL, seed INTEGER NOT NULL, row TEXT NOT NULL, kind TEXT NOT NULL,
     attack TEXT, eps REAL, num_samples INTEGER NOT NULL, benign_accuracy REAL,
-    robust_accuracy REAL, fooling_rate REAL, attack_success_rate REAL,
+    robust_accuracy REAL, fooling_rate REAL, attack_success_rate REAL, target_hit_rate REAL,
     PRIMARY KEY (cell_id, row))""",
 )
 
 METRIC_COLUMNS = ("cell_id", "encoder", "dataset", "defense", "seed", "row", "kind", "attack",
                   "eps", "num_samples", "benign_accuracy", "robust_accuracy", "fooling_rate",
-                  "attack_success_rate")
+                  "attack_success_rate", "target_hit_rate")
 
 
 def artifacts_dir(db_path: str | os.PathLike[str]) -> Path:
@@ -331,6 +333,10 @@ class ResultsStore:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(metrics)")}
+            if "target_hit_rate" not in columns:  # a version-1 store
+                db.execute("ALTER TABLE metrics ADD COLUMN target_hit_rate REAL")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -459,7 +465,9 @@ class ResultsStore:
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every metric row as a dict (columns of the ``metrics`` table)."""
-        rows = self._rows(f"SELECT {','.join(METRIC_COLUMNS)} FROM metrics "
+        present = {r[1] for r in self._rows("PRAGMA table_info(metrics)")}
+        columns = [c if c in present else f"NULL AS {c}" for c in METRIC_COLUMNS]
+        rows = self._rows(f"SELECT {','.join(columns)} FROM metrics "
                           "ORDER BY encoder, dataset, defense, seed, row")
         return [dict(zip(METRIC_COLUMNS, row, strict=True)) for row in rows]
 

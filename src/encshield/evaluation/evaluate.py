@@ -10,6 +10,9 @@ model, see :mod:`encshield.evaluation.specs`):
    crafted on the public encoder (transferred) or on the deployed model's encoder (adaptive),
    classified by the classifier.
 4. ``whitebox``: per-sample attacks on the classifier itself.
+   ``backdoor``: one per (trigger, target class): predictions on the triggered test images; its
+   ``target_hit_rate`` is BadEncoder's ASR (a trigger planted in the public encoder). Not part
+   of the worst-case groups (another threat model).
 5. ``worst_case``: per sample, correct only if correct under every row of a group, on the
    samples all those rows share: ``worst-case DAE`` (universal + ``encoder_public`` rows) and
    ``worst-case all`` (every attack row), when a group has two or more rows (``all`` only when
@@ -44,7 +47,7 @@ from encshield.evaluation.describe import (
     describe_perturbation,
 )
 from encshield.evaluation.detection import DEFAULT_SWEEP, DetectionCollector, detector_of
-from encshield.evaluation.metrics import summarize
+from encshield.evaluation.metrics import summarize, target_hit_rate
 from encshield.evaluation.predict import inputs_unchecked, predict, predict_under_attack
 from encshield.evaluation.records import (
     AttackMetrics,
@@ -64,7 +67,7 @@ from encshield.evaluation.subsets import SUBSET_MODES, select_subset, subset_inf
 from encshield.provenance import machine_info, now_iso, to_jsonable, version_info
 
 __all__ = ["EXAMPLES_ATTRIBUTE", "EncoderAttackFn", "PerturbationLike", "RowExamples",
-           "WORST_CASE_ROWS", "evaluate_classifier", "examples_of"]
+           "TriggerLike", "WORST_CASE_ROWS", "evaluate_classifier", "examples_of"]
 
 #: Name of the attribute of an :class:`EvaluationRecord` holding its example images (set by
 #: :func:`evaluate_classifier`; absent on records read back from JSON).
@@ -258,6 +261,40 @@ def _universal_row(rows: _Rows, name: str, perturbation: PerturbationLike, clamp
     rows.keep_examples(name, "universal", None, capture)
 
 
+class TriggerLike(Protocol):
+    """A backdoor trigger: ``apply(x) -> x'`` on float batches in [0, 1]."""
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def _describe_trigger(trigger: TriggerLike) -> Any:
+    to_dict = getattr(trigger, "to_dict", None)
+    return to_dict() if callable(to_dict) else type(trigger).__name__
+
+
+def _backdoor_row(rows: _Rows, name: str, trigger: TriggerLike, target: int) -> None:
+    """Predictions on every triggered test image; the row's ``target_hit_rate`` is the ASR."""
+    started = time.perf_counter()
+    capture = _Capture(rows.examples)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        x_t = trigger.apply(x)
+        capture.keep(x_t)
+        return x_t
+
+    adv_pred, max_linf = predict(rows.classifier, rows.images, batch_size=rows.batch_size,
+                                 device=rows.device, transform=apply)
+    rows.add(name, "backdoor", adv_pred, None, max_linf, None, time.perf_counter() - started,
+             attack="backdoor")
+    metrics = rows.metrics[name]
+    metrics.target = int(target)
+    metrics.target_hit_rate = target_hit_rate(adv_pred, int(target))
+    nontarget = target_hit_rate(adv_pred, int(target), rows.labels, exclude_target_class=True)
+    metrics.target_hit_rate_nontarget = None if nontarget != nontarget else nontarget
+    rows.emit(f"{name}: ASR (target {int(target)}) {metrics.target_hit_rate:.4f}")
+    rows.keep_examples(name, "backdoor", None, capture)
+
+
 def _per_sample_row(rows: _Rows, name: str, kind: str, limit: int | None,
                     attack: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
                     spec: WhiteboxSpec | None = None) -> None:
@@ -410,6 +447,7 @@ def evaluate_classifier(
     public_encoder: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
     examples: int = 0,
+    backdoors: Mapping[str, tuple[TriggerLike, int]] | None = None,
 ) -> EvaluationRecord:
     """Evaluate ``classifier`` on a test set under every given attack (rows: module docstring).
 
@@ -437,6 +475,7 @@ def evaluate_classifier(
         examples: keep the first ``examples`` samples of every attack row (clean and
             adversarial images, label, predictions; see :class:`RowExamples`) on the record
             object, read with :func:`examples_of` (not part of its JSON). ``0``: none.
+        backdoors: row name -> ``(trigger, target class)``: a ``backdoor`` row each.
     Returns:
         an :class:`~encshield.evaluation.records.EvaluationRecord`.
     """
@@ -453,6 +492,7 @@ def evaluate_classifier(
     specs = [parse_whitebox(s) if isinstance(s, str) else s for s in whitebox]
     perturbations = dict(perturbations or {})
     encoder_attacks = dict(encoder_attacks or {})
+    backdoors = dict(backdoors or {})
     resolved = _plan(specs, perturbations, encoder_attacks, classifier, public_encoder,
                      whitebox_attacks)
     labels = test_labels.detach().cpu().to(torch.int64)
@@ -480,6 +520,8 @@ def evaluate_classifier(
             rows.timings["detection_clean"] = time.perf_counter() - started
         for name, perturbation in perturbations.items():
             _universal_row(rows, name, perturbation, clamp)
+        for name, (trigger, target) in backdoors.items():
+            _backdoor_row(rows, name, trigger, target)
         for name, fn in encoder_attacks.items():
             encoder = classifier.encoder
             _per_sample_row(rows, name, "encoder_deployed", whitebox_limit,
@@ -493,7 +535,7 @@ def evaluate_classifier(
         classifier.train(was_training)
     order = ["clean", *perturbations, *encoder_attacks,
              *(s.row_name for s in specs if s.is_encoder_attack),
-             *(s.row_name for s in specs if not s.is_encoder_attack),
+             *(s.row_name for s in specs if not s.is_encoder_attack), *backdoors,
              *(name for name in WORST_CASE_ROWS if name in rows.metrics)]
     rows.timings["evaluation_total"] = time.perf_counter() - started_all
     evaluation_config: dict[str, Any] = {
@@ -511,6 +553,10 @@ def evaluate_classifier(
         "subset_seed": subset_seed,
         "metric_convention": "per-sample over each row's samples (not a mean of batch means)",
     }
+    if backdoors:  # only then: the digests of evaluations without backdoor rows stay as they were
+        evaluation_config["backdoors"] = {
+            name: {"trigger": _describe_trigger(t), "target": int(target)}
+            for name, (t, target) in backdoors.items()}
     config: dict[str, Any] = to_jsonable(dict(context or {}))
     config["evaluation"] = to_jsonable(evaluation_config)
     record = EvaluationRecord(

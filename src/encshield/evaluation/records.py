@@ -43,7 +43,7 @@ RECORD_SCHEMA_VERSION = 1
 #: ``worst_case`` (per-sample worst case over a group of rows); see
 #: :mod:`encshield.evaluation.specs`.
 AttackKind = Literal["clean", "universal", "encoder_public", "encoder_deployed", "whitebox",
-                     "worst_case"]
+                     "backdoor", "worst_case"]
 
 #: Keys left out of :func:`config_digest` (at any depth): machine-specific locations and
 #: outcomes of the run (a head's training losses), which are not part of *what* was run.
@@ -93,6 +93,9 @@ class AttackMetrics(_PlainRecord):
             clamping), a budget audit; ``None`` for the clean row.
         subset: for rows on a subset of the test set: ``{"mode", "seed", "limit", "count",
             "class_counts"}`` (the indices are in :class:`PerSampleRecord`).
+        target: backdoor rows: the target class; ``target_hit_rate``: the fraction of all
+            triggered images classified as it (BadEncoder's ASR);
+            ``target_hit_rate_nontarget``: the same over the images of other classes.
     """
 
     kind: str
@@ -106,9 +109,13 @@ class AttackMetrics(_PlainRecord):
     subset: dict[str, Any] | None = None
     attack: str | None = None
     eps: float | None = None
+    target: int | None = None
+    target_hit_rate: float | None = None
+    target_hit_rate_nontarget: float | None = None
 
     def __post_init__(self) -> None:
-        for key in (*SUMMARY_KEYS, "max_linf", "eps"):
+        for key in (*SUMMARY_KEYS, "max_linf", "eps", "target_hit_rate",
+                    "target_hit_rate_nontarget"):
             setattr(self, key, _finite_or_none(getattr(self, key)))
 
     @classmethod

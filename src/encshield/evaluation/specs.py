@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Kinds of rows in an evaluation record, in table order.
-ROW_KINDS = ("clean", "universal", "encoder_public", "encoder_deployed", "whitebox")
+ROW_KINDS = ("clean", "universal", "encoder_public", "encoder_deployed", "whitebox", "backdoor")
 
 #: ``fn(model, x, y, *, eps, seed, **config) -> x_adv`` (white-box) or
 #: ``fn(encoder, x, *, eps, seed, **config) -> x_adv`` (encoder attack).

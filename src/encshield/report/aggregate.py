@@ -24,6 +24,7 @@ __all__ = [
     "KIND_ORDER",
     "METRICS",
     "THREAT_MODELS",
+    "backdoor_matrix",
     "AggregateRow",
     "Column",
     "ResultTable",
@@ -42,21 +43,23 @@ __all__ = [
     "universal_base",
 ]
 
-METRICS = ("benign_accuracy", "robust_accuracy", "fooling_rate", "attack_success_rate")
+METRICS = ("benign_accuracy", "robust_accuracy", "fooling_rate", "attack_success_rate",
+           "target_hit_rate")
 """The metric columns aggregated over seeds (fractions in [0, 1] or ``None``)."""
 
 KIND_ORDER = {"clean": 0, "universal": 1, "encoder_public": 2, "encoder_deployed": 3,
-              "whitebox": 4, "worst_case": 6}
+              "whitebox": 4, "backdoor": 5, "worst_case": 7}
 """Rank of a row kind in the tables: the downstream-agnostic rows (crafted on the public
 encoder), then the adaptive ones (on the deployed model), then unknown kinds
 (:data:`_UNKNOWN_KIND`), and always last the per-sample worst cases."""
 
-_UNKNOWN_KIND = 5
+_UNKNOWN_KIND = 6
 
 #: Row kinds by threat model, in table order (see :mod:`encshield.evaluation.specs`).
 THREAT_MODELS = {
     "downstream-agnostic (crafted on the public encoder)": ("universal", "encoder_public"),
     "adaptive (on the deployed model)": ("encoder_deployed", "whitebox"),
+    "backdoor trigger (planted in the public encoder)": ("backdoor",),
     "per-sample worst case": ("worst_case",),
 }
 
@@ -347,6 +350,23 @@ def table_matrix(table: ResultTable) -> tuple[list[str], list[list[str]]]:
             cells.append(format_stat(row.stat("robust_accuracy") if row else None))
         rows.append([defense, *cells])
     return headers, rows
+
+
+def backdoor_matrix(table: ResultTable) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of BadEncoder's ASR (share of all triggered test images classified as the
+    target) per defense and backdoor column, after the BA; ``None`` without backdoor rows."""
+    clean = next((c for c in table.columns if c.kind == "clean"), None)
+    columns = [c for c in table.attack_columns if c.kind == "backdoor"]
+    if not columns:
+        return None
+    rows = []
+    for defense in table.defenses:
+        base = table.get(defense, clean.row) if clean else None
+        stats = [(r.stat("target_hit_rate") if (r := table.get(defense, c.row)) else None)
+                 for c in columns]
+        rows.append([defense, format_stat(base.stat("benign_accuracy") if base else None),
+                     *(format_stat(s) for s in stats)])
+    return ["defense", "BA", *(f"ASR {c.row}" for c in columns)], rows
 
 
 def fooling_matrix(table: ResultTable) -> tuple[list[str], list[list[str]]] | None:

@@ -18,6 +18,7 @@ from encshield.report.aggregate import (
     THREAT_MODELS,
     Column,
     ResultTable,
+    backdoor_matrix,
     fooling_matrix,
     format_duration,
     short_name,
@@ -165,6 +166,17 @@ def _table_section(table: ResultTable) -> str:
         out.append('<table class="fooling"><caption>Fooling rate (%): share of test images whose '
                    f"prediction the attack changed.</caption><thead><tr><th>defense</th>{head}"
                    f"</tr></thead><tbody>{_body(frows, columns)}</tbody></table>")
+    asr = backdoor_matrix(table)
+    if asr is not None:
+        headers, arows = asr
+        head = "".join(f"<th><code>{_e(h)}</code></th>" for h in headers[1:])
+        out.append('<table class="backdoor"><caption>Backdoor (%): BA and the attack success '
+                   "rate of each trigger (share of all triggered test images classified as the "
+                   "attacker's target class, BadEncoder's ASR).</caption><thead><tr>"
+                   f"<th>defense</th>{head}</tr></thead><tbody>"
+                   + "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+                             for row in arows)
+                   + "</tbody></table>")
     out.append("</section>")
     return "".join(out)
 

@@ -23,6 +23,7 @@ from encshield.budgets import format_budget
 from encshield.report.aggregate import (
     THREAT_MODELS,
     ResultTable,
+    backdoor_matrix,
     fooling_matrix,
     format_duration,
     short_name,
@@ -130,6 +131,11 @@ def render_table(table: ResultTable, level: int = 2) -> str:
     if fooling is not None:
         out += ["Fooling rate (%): share of test images whose prediction the attack changed.", "",
                 markdown_table(*fooling), ""]
+    asr = backdoor_matrix(table)
+    if asr is not None:
+        out += ["Backdoor (%): BA and the attack success rate of each trigger (share of all "
+                "triggered test images classified as the attacker's target class, BadEncoder's "
+                "ASR).", "", markdown_table(*asr), ""]
     return "\n".join(out)
 
 

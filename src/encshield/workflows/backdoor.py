@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ from encshield.provenance import machine_info
 from encshield.records import BackdoorEvalRecord, BackdoorRecord
 from encshield.workflows.specs import DataSpec, EncoderSpec, parse_device, resolve_encoder
 
-__all__ = ["TargetSpec", "evaluate_backdoor", "inject_backdoor", "select_references"]
+__all__ = ["TargetSpec", "backdoor_rows", "evaluate_backdoor", "inject_backdoor",
+           "select_references"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,33 @@ def inject_backdoor(
         record.save(os.path.splitext(path)[0] + ".json")
     backdoored = load_encoder(path).encoder.eval()
     return backdoored, record
+
+
+def backdoor_rows(encoder: Any, dataset: str, class_names: Sequence[str],
+                  backdoors: Mapping[str, tuple[Any, int | str]] | None = None
+                  ) -> dict[str, tuple[Trigger, int]]:
+    """The ``backdoor`` rows of an evaluation on ``dataset``: row name -> (trigger, class).
+
+    ``backdoors`` given: those (trigger spec or object, class index or name). ``None``: every
+    target of ``dataset`` that ``encoder`` (the public encoder; ``None``: none) carries in its
+    BadEncoder metadata, named ``backdoor:<trigger spec>``.
+    """
+    from encshield.data.base import DATASETS
+
+    if backdoors is not None:
+        return {name: (build_trigger(trigger), _class_index(label, class_names, dataset))
+                for name, (trigger, label) in backdoors.items()}
+    extra = getattr(getattr(encoder, "provenance", None), "extra", None) or {}
+    entry = extra.get("backdoor") if isinstance(extra, dict) else None
+    rows: dict[str, tuple[Trigger, int]] = {}
+    for target in (entry or {}).get("targets") or []:
+        name = target.get("dataset")
+        if name is None or DATASETS.canonical(str(name)) != DATASETS.canonical(dataset):
+            continue
+        trigger = build_trigger(target["trigger"])
+        rows[f"backdoor:{trigger.spec}"] = (trigger, _class_index(target["label"], class_names,
+                                                                  dataset))
+    return rows
 
 
 def _backdoor_entry(resolved: Any) -> dict[str, Any]:

@@ -126,6 +126,7 @@ def evaluate_model(
     keep_per_sample: bool = True,
     log: Callable[[str], None] | None = None,
     examples: int = 0,
+    backdoors: Mapping[str, tuple[Any, int | str]] | None = None,
 ) -> EvaluationRecord:
     """Evaluate a downstream model on the ``test`` selection under every attack.
 
@@ -149,6 +150,9 @@ def evaluate_model(
             predictions) on the returned record, read with
             :func:`encshield.evaluation.evaluate.examples_of` (not in its JSON); the class names
             are in ``record.config["dataset"]["class_names"]``.
+        backdoors: row name -> ``(trigger, target class)`` for ``backdoor`` rows (ASR);
+            ``None``: the targets of this dataset that the public encoder's BadEncoder
+            metadata names (none for a clean encoder); ``{}``: no backdoor rows.
 
     Returns:
         the :class:`~encshield.evaluation.EvaluationRecord`; ``config`` holds the encoder, the
@@ -169,6 +173,7 @@ def evaluate_model(
     started = time.perf_counter()
     context: dict[str, Any] = {"protocol": "dae", "seed": seed}
     public: ResolvedEncoder | None
+    source: ResolvedEncoder | None  # the public encoder whose BadEncoder metadata names triggers
     if model is not None:
         classifier, model_info, stored = _stored_model(model, dev)
         context["encoder"] = describe_encoder(classifier.encoder)
@@ -178,9 +183,11 @@ def evaluate_model(
                            **dict(model_info.get("head") or {})}
         public = (_public_encoder(public_encoder, stored)
                   if any(s.kind == "encoder_public" for s in specs) else None)
+        source = (public or _public_encoder(public_encoder, stored)) if backdoors is None \
+            else None
         size = image_size or int(cast(Encoder, classifier.encoder).input_size[-1])
     else:
-        public = resolve_encoder(encoder)
+        public = source = resolve_encoder(encoder)
         context["encoder"] = public.describe()
         size = image_size or public.input_size
     timings["load_model"] = time.perf_counter() - started
@@ -229,12 +236,16 @@ def evaluate_model(
     context["perturbation_files"] = described
     timings["load_perturbations"] = time.perf_counter() - started
 
+    from encshield.workflows.backdoor import backdoor_rows
+
+    triggers = backdoor_rows(None if source is None else source.encoder, test.name,
+                             test_data.dataset.class_names, backdoors)
     record = evaluate_classifier(
         classifier, test_data.dataset.images, test_data.dataset.labels,
         perturbations=loaded, whitebox=specs, batch_size=batch_size, clamp=clamp, device=dev,
         whitebox_limit=whitebox_limit, subset_seed=seed, keep_per_sample=keep_per_sample,
         context=context, public_encoder=None if public is None else public.encoder, log=log,
-        examples=examples)
+        examples=examples, backdoors=triggers)
     if record.per_sample is not None and test_data.indices is not None:
         record.per_sample.test_indices = test_data.indices.tolist()
     record.wall_time_s = {**{k: round(v, 4) for k, v in timings.items()}, **record.wall_time_s,
