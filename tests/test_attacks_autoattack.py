@@ -141,7 +141,7 @@ def test_apgd_and_apgd_t_robust_accuracy_match_the_reference(victim) -> None:  #
 def test_autoattack_matches_the_reference_standard_ensemble(victim) -> None:  # noqa: ANN001
     """Ours (APGD-CE, APGD-T, Square) against the reference's standard version (with FAB-T)."""
     model, x, y = victim
-    x, y = x[:64], y[:64]
+    x, y = x[:32], y[:32]
     aa = reference.AutoAttack(model, norm="Linf", eps=EPS, seed=0, version="standard")
     aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = 7  # 8 classes
     theirs = _correct(model, aa.run_standard_evaluation(x, y, batch_size=len(y))[0], y)

@@ -139,6 +139,7 @@ def _targets(specs: Sequence[TargetSpec], image_size: int) -> list[BackdoorTarge
     targets = []
     for spec in specs:
         trigger = build_trigger(spec.trigger)
+        trigger.mask_and_pattern(3, image_size, image_size)  # fits the images, before any work
         refs, label, source = select_references(spec, image_size)
         targets.append(BackdoorTarget(trigger, refs, label=label, dataset=spec.dataset,
                                       source=source))
