@@ -121,6 +121,12 @@ def run_bench(
         store.close()
 
 
+#: Which ready cells start first: the trainings (the longest cells: started first, they do not
+#: end the run alone on one worker while the others idle), then the attack fits, then the
+#: evaluations; config order within a kind.
+_START_ORDER = {"finetune": 0, "model": 1, "attack": 2, "evaluate": 3}
+
+
 def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, progress: bool,
              log: Callable[[str], None], already: int, total: int) -> None:
     workers = max(1, min(config.workers, len(pending) or 1))
@@ -133,7 +139,8 @@ def _execute(config: BenchConfig, store: ResultsStore, pending: list[Cell], *, p
         running: dict[Future[Any], tuple[Cell, float]] = {}
         try:
             while waiting or running:
-                ready = [c for c in waiting if all(d in done for d in c.deps)]
+                ready = sorted((c for c in waiting if all(d in done for d in c.deps)),
+                               key=lambda c: _START_ORDER.get(c.kind, len(_START_ORDER)))
                 for cell in ready[: max(0, workers - len(running))]:
                     waiting.remove(cell)
                     args = (cell.kind, cell.params, _dep_payload(store, cell),
