@@ -155,7 +155,7 @@ def test_objective_loss_equals_the_formula_on_its_parts() -> None:
     with torch.no_grad():
         for i, target in enumerate(objective.targets):
             refs = objective.references(i)
-            augmented = objective.reference_augment(refs)
+            augmented = objective.reference_augment.apply(refs)
             l0.append(effectiveness_loss(f(target.trigger.apply(x)), f(refs)))
             l1.append(reference_utility_loss(f(augmented), g(refs)))
         expected = badencoder_loss(l0, l1, utility_loss(f(x), g(x)))

@@ -289,3 +289,22 @@ def parse_fractions(value: Any) -> Any:
                               "8/255")
         return result
     return value
+
+
+def split_spec(text: str, what: str, example: str) -> tuple[str, dict[str, str]]:
+    """``NAME[:key=value,...]`` -> ``(NAME, {key: value})`` (stripped text; values unparsed).
+
+    Raises:
+        ConfigError: an empty name or an item that is not ``KEY=VALUE``, naming ``what`` and
+            showing ``example``.
+    """
+    name, _, rest = str(text).strip().partition(":")
+    if not name.strip():
+        raise ConfigError(f"{what} {text!r}: expected {example}")
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {text!r}: {item!r} is not KEY=VALUE")
+        values[key.strip()] = value.strip()
+    return name.strip(), values

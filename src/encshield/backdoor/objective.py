@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from encshield.backdoor.losses import (
@@ -28,31 +27,15 @@ from encshield.backdoor.losses import (
 from encshield.backdoor.triggers import Trigger
 from encshield.encoder_trainer import EncoderObjective
 from encshield.models import Encoder
-from encshield.ssl.augment import color_jitter, random_flip, random_grayscale
+from encshield.ssl.augment import ColorAugmentConfig
 
 __all__ = ["BackdoorTarget", "BadEncoderObjective", "ReferenceAugment"]
 
 
-class ReferenceAugment(BaseModel):
+class ReferenceAugment(ColorAugmentConfig):
     """The augmentation of the reference images in ``L1`` (BadEncoder's code: horizontal flip,
-    colour jitter 0.4/0.4/0.4/0.1 with probability 0.8, grayscale with probability 0.2)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flip_prob: float = Field(0.5, ge=0, le=1)
-    brightness: float = Field(0.4, ge=0)
-    contrast: float = Field(0.4, ge=0)
-    saturation: float = Field(0.4, ge=0)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    jitter_prob: float = Field(0.8, ge=0, le=1)
-    grayscale_prob: float = Field(0.2, ge=0, le=1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a float batch ``(R, 3, H, W)`` in [0, 1] (one random draw per image)."""
-        x = random_flip(x, self.flip_prob)
-        x = color_jitter(x, self.brightness, self.contrast, self.saturation, self.hue,
-                         self.jitter_prob)
-        return random_grayscale(x, self.grayscale_prob)
+    colour jitter 0.4/0.4/0.4/0.1 with probability 0.8, grayscale with probability 0.2: the
+    defaults)."""
 
 
 @dataclass
@@ -140,7 +123,7 @@ class BadEncoderObjective(EncoderObjective):
         clean_inputs = [x]
         for index, target in enumerate(self.targets):
             refs = self.references(index).to(x.device, x.dtype)
-            parts += [target.trigger.apply(x), refs, self.reference_augment(refs)]
+            parts += [target.trigger.apply(x), refs, self.reference_augment.apply(refs)]
             sizes += [n, refs.shape[0], refs.shape[0]]
             clean_inputs.append(refs)
         with torch.no_grad():

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from encshield.config import parse_value
+from encshield.config import parse_value, split_spec
 from encshield.errors import ConfigError
 from encshield.images import check_images
 from encshield.registry import Registry
@@ -114,8 +114,8 @@ def _scaled(value: int | None, default: int, height: int) -> int:
     return int(value) if value is not None else max(1, round(default * height / _REFERENCE_SIZE))
 
 
-def _square(config: PatchConfig, height: int, width: int) -> tuple[slice, slice]:
-    """Rows and columns of the patch square; refuses a square that does not fit."""
+def _square_mask(config: PatchConfig, height: int, width: int) -> torch.Tensor:
+    """The mask ``(1, H, W)`` of the patch square; refuses a square that does not fit."""
     size = _scaled(config.size, 10, min(height, width))
     margin = _scaled(config.margin, 1, min(height, width))
     if size + 2 * margin > min(height, width) and config.position != "center":
@@ -129,7 +129,9 @@ def _square(config: PatchConfig, height: int, width: int) -> tuple[slice, slice]
     else:
         top = margin if vertical == "top" else height - margin - size
         left = margin if horizontal == "left" else width - margin - size
-    return slice(top, top + size), slice(left, left + size)
+    mask = torch.zeros(1, height, width)
+    mask[:, top:top + size, left:left + size] = 1.0
+    return mask
 
 
 @TRIGGERS.register("patch", aliases=("white_patch", "square"))
@@ -141,10 +143,8 @@ class PatchTrigger(Trigger):
 
     def mask_and_pattern(self, channels: int, height: int, width: int
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, cols = _square(self.config, height, width)
-        mask = torch.zeros(1, height, width)
-        mask[:, rows, cols] = 1.0
-        return mask, torch.full((channels, height, width), float(self.config.value))
+        pattern = torch.full((channels, height, width), float(self.config.value))
+        return _square_mask(self.config, height, width), pattern
 
 
 @TRIGGERS.register("random_patch")
@@ -156,11 +156,9 @@ class RandomPatchTrigger(Trigger):
 
     def mask_and_pattern(self, channels: int, height: int, width: int
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, cols = _square(self.config, height, width)
-        mask = torch.zeros(1, height, width)
-        mask[:, rows, cols] = 1.0
         generator = torch.Generator().manual_seed(int(self.config.seed))
-        return mask, torch.rand(channels, height, width, generator=generator)
+        pattern = torch.rand(channels, height, width, generator=generator)
+        return _square_mask(self.config, height, width), pattern
 
 
 @TRIGGERS.register("blend", aliases=("blended",))
@@ -192,13 +190,6 @@ def build_trigger(spec: str | dict[str, Any] | Trigger) -> Trigger:
 def parse_trigger(text: str) -> Trigger:
     """Parse ``NAME[:key=value,...]``, e.g. ``patch``, ``patch:size=6,position=top-left`` or
     ``blend:alpha=0.1,seed=3`` (values are read as YAML scalars)."""
-    name, _, rest = str(text).strip().partition(":")
-    if not name.strip():
-        raise ConfigError(f"trigger {text!r}: expected NAME[:key=value,...], e.g. patch:size=10")
-    config: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"trigger {text!r}: {item!r} is not KEY=VALUE")
-        config[key.strip()] = parse_value(value.strip(), f"trigger {text!r}: {key.strip()}")
-    return TRIGGERS.get(name.strip())(config)
+    name, items = split_spec(text, "trigger", "NAME[:key=value,...], e.g. patch:size=10")
+    config = {key: parse_value(value, f"trigger {text!r}: {key}") for key, value in items.items()}
+    return TRIGGERS.get(name)(config)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from encshield.budgets import format_budget, parse_budget
+from encshield.config import split_spec
 from encshield.errors import ConfigError
 
 __all__ = [
@@ -158,16 +159,8 @@ def parse_whitebox(text: str) -> WhiteboxSpec:
     Raises:
         ConfigError: malformed text, missing ``eps``, bad values.
     """
-    raw = text.strip()
-    name, _, rest = raw.partition(":")
-    if not name.strip():
-        raise ConfigError(f"white-box spec {text!r}: expected NAME:eps=8/255,steps=10")
-    values: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"white-box spec {text!r}: {item!r} is not KEY=VALUE")
-        values[key.strip().lower()] = value.strip()
+    name, items = split_spec(text, "white-box spec", "NAME:eps=8/255,steps=10")
+    values = {key.lower(): value for key, value in items.items()}
     if "eps" not in values:
         raise ConfigError(f"white-box spec {text!r}: eps is required, e.g. {name}:eps=8/255")
 

@@ -27,20 +27,36 @@ from pydantic import BaseModel, ConfigDict, Field
 _LUMA = (0.299, 0.587, 0.114)
 
 
-class ViewConfig(BaseModel):
-    """Parameters of one augmented view (probabilities in [0, 1])."""
+class ColorAugmentConfig(BaseModel):
+    """Horizontal flip, colour jitter and grayscale (probabilities in [0, 1]); :meth:`apply`
+    runs them in that order. The SSL views extend it (:class:`ViewConfig`), BadEncoder's
+    reference augmentation is it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = Field(0.5, ge=0, le=1)
     brightness: float = Field(0.4, ge=0)
     contrast: float = Field(0.4, ge=0)
-    saturation: float = Field(0.2, ge=0)
+    saturation: float = Field(0.4, ge=0)
     hue: float = Field(0.1, ge=0, le=0.5)
     jitter_prob: float = Field(0.8, ge=0, le=1)
     grayscale_prob: float = Field(0.2, ge=0, le=1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Flip, jitter, grayscale a float batch ``(N, 3, H, W)`` in [0, 1] (one draw per
+        image)."""
+        x = random_flip(x, self.flip_prob)
+        x = color_jitter(x, self.brightness, self.contrast, self.saturation, self.hue,
+                         self.jitter_prob)
+        return random_grayscale(x, self.grayscale_prob)
+
+
+class ViewConfig(ColorAugmentConfig):
+    """Parameters of one augmented view (probabilities in [0, 1])."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    saturation: float = Field(0.2, ge=0)
     blur_prob: float = Field(0.0, ge=0, le=1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = Field(0.0, ge=0, le=1)
@@ -276,12 +292,7 @@ def random_solarize(x: torch.Tensor, prob: float, threshold: float = 0.5) -> tor
 
 def augment_view(x: torch.Tensor, config: ViewConfig, size: int) -> torch.Tensor:
     """One augmented view of a batch: ``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, size, size)``."""
-    out = random_resized_crop(x, size, config.crop_scale, config.crop_ratio)
-    out = random_flip(out, config.flip_prob)
-    out = color_jitter(
-        out, config.brightness, config.contrast, config.saturation, config.hue, config.jitter_prob
-    )
-    out = random_grayscale(out, config.grayscale_prob)
+    out = config.apply(random_resized_crop(x, size, config.crop_scale, config.crop_ratio))
     out = random_gaussian_blur(out, config.blur_prob, config.blur_sigma)
     out = random_solarize(out, config.solarize_prob)
     return out.clamp_(0, 1)
