@@ -35,7 +35,12 @@ def run_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for item in items:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in item.metrics.items())
-        table.add_row(item.name, item.method, f"{item.arch} w{item.width} {item.image_size}px",
+        method = item.method
+        if item.backdoor:
+            targets = ", ".join(f"{t['dataset']}:{t['label']}"
+                                for t in item.backdoor.get("targets", []))
+            method += f" + BadEncoder of {item.backdoor.get('clean')} ({targets})"
+        table.add_row(item.name, method, f"{item.arch} w{item.width} {item.image_size}px",
                       item.pretrain_data, metrics, item.sha256[:12])
     Console().print(table)
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +49,9 @@ class ZooEntry(BaseModel):
     command: str = Field(..., description="the exact command that trained it")
     trained: str = Field("", description="date, machine and wall time of the training")
     notes: str = ""
+    backdoor: dict[str, Any] | None = Field(
+        None, description="backdoored encoders: the clean counterpart (zoo name), the targets "
+        "(dataset, class) and their triggers; the file's metadata holds the same")
 
 
 def _manifest_path(zoo_dir: Path | None = None) -> Path:
